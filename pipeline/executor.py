@@ -1,0 +1,446 @@
+"""Runs a validated pipeline on Ray: one task per input shard, resumable, in phases.
+
+Phases.  The stage list is cut at every barrier stage (dedup, tokenizer training).  Phase 0
+reads the input shards and runs the per-row stages before the first barrier; each later phase
+starts with a barrier: the driver calls ``stage.run_barrier(ctx)``, which sees every part the
+previous phase wrote and fans its own work out as Ray tasks; then one task per previous part runs
+the barrier stage's ``transform`` (e.g. drop the duplicates it found) followed by the per-row
+stages up to the next barrier.  The last phase writes ``data/``, earlier ones ``_work/phase-K/data``.
+
+Tasks.  ``run_task`` is a plain function (the Ray task wraps it; ``bench/`` calls it in a loop
+to measure Ray's overhead).  It fuses the phase's stages, writes its Parquet part and its
+dropped-row samples atomically, then its marker with its stats.  A rerun skips tasks that have a
+marker, so a killed run loses at most the tasks in flight and never writes a document twice.
+Ray retries a task whose worker died or that raised (``max_retries``); a task that still fails
+stops the run with the task's input named.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import registry
+from pipeline.config import PipelineSpec, StageSpec
+from pipeline.rundir import PartWriter, RunDir, atomic_write_json, part_name, read_json, write_table_atomic
+from pipeline.source import Shard
+from pipeline.stage import Resources, StageRunner, StageStats
+
+__version__ = "0.1.0"
+
+
+class RunFailed(Exception):
+    """A run could not finish; the message says which task/input and why."""
+
+
+@dataclass
+class Phase:
+    index: int
+    stages: list[StageSpec]  # per-row stages; for index > 0 the first one is the barrier stage
+    barrier: StageSpec | None = None
+    tasks: list[dict] = field(default_factory=list)
+
+
+def split_phases(stages: list[StageSpec]) -> list[Phase]:
+    phases = [Phase(0, [])]
+    for spec in stages:
+        if registry.STAGES[spec.name].barrier:
+            phases.append(Phase(len(phases), [spec], barrier=spec))
+        else:
+            phases[-1].stages.append(spec)
+    return phases
+
+
+def task_resources(stages: list[StageSpec]) -> Resources:
+    """A fused chain needs the most any of its stages needs (they run one after the other)."""
+    res = [registry.STAGES[s.name].resources for s in stages] or [Resources()]
+    return Resources(
+        cpus=max(r.cpus for r in res), memory_mb=max(r.memory_mb for r in res), gpus=max(r.gpus for r in res)
+    )
+
+
+@dataclass
+class BarrierContext:
+    """What a barrier stage's ``run_barrier`` gets: the previous phase's parts and a work dir."""
+
+    spec: PipelineSpec
+    run_dir: RunDir
+    phase: int
+    parts: list[Path]
+    work: Path
+
+
+# --- the task ------------------------------------------------------------------------------------
+
+
+def _timed(it: Iterator[pa.RecordBatch], stats: StageStats) -> Iterator[pa.RecordBatch]:
+    while True:
+        start = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            stats.seconds += time.perf_counter() - start
+            return
+        stats.seconds += time.perf_counter() - start
+        yield batch
+
+
+def run_task(spec: PipelineSpec, root: str, phase: Phase, task: dict) -> dict[str, Any]:
+    """Run one task to completion and return its marker (also written to disk)."""
+    registry.load_builtin()
+    run_dir = RunDir(root)
+    index = task["index"]
+    started = time.time()
+    stages = [s.build() for s in phase.stages]
+    for stage in stages:
+        t0 = time.perf_counter()
+        stage.setup()  # model / block-list loading is part of a stage's cost
+        stage.stats.seconds += time.perf_counter() - t0
+    runners = [StageRunner(s, spec.removed_sample) for s in stages]
+
+    read_stats: StageStats | None = None
+    if phase.index == 0:
+        source = registry.SOURCES[spec.input.format](spec.input)
+        read_stats = source.stats
+        batches = _timed(source.read(Shard(**task["shard"])), read_stats)
+    else:
+        batches = pq.ParquetFile(task["part"]).iter_batches(batch_size=256)
+
+    last = task["last"]
+    writer = PartWriter(run_dir.phase_data(phase.index, last) / f"{part_name(index)}.parquet")
+    try:
+        for batch in batches:
+            for runner in runners:
+                if batch.num_rows == 0:
+                    break
+                batch = runner(batch)
+            writer.write(batch)
+        rows = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    for runner in runners:
+        path = run_dir.removed(runner.stage.name, index)
+        if runner.samples:
+            write_table_atomic(path, pa.Table.from_pylist(runner.samples))
+        else:
+            path.unlink(missing_ok=True)
+
+    node = ""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            node = ray.get_runtime_context().get_node_id()
+    except Exception:  # run_task also runs outside Ray (benchmarks)
+        pass
+    marker = {
+        "index": index,
+        "input": task.get("shard") or {"part": task["part"]},
+        "rows": rows,
+        "stats": ([read_stats.to_dict()] if read_stats else []) + [r.stats.to_dict() for r in runners],
+        "seconds": round(time.time() - started, 3),
+        "node_id": node,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    atomic_write_json(run_dir.marker(phase.index, index), marker)
+    return marker
+
+
+# --- the driver ----------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    run_dir: RunDir
+    stats: list[dict]
+    tasks_run: int
+    tasks_skipped: int
+    node_ids: set[str]
+
+
+class _Lock:
+    """One driver per run directory.  A lock left by a dead process on this host is taken over."""
+
+    def __init__(self, run_dir: RunDir) -> None:
+        self.path = run_dir.work / "lock.json"
+
+    def __enter__(self) -> _Lock:
+        if self.path.exists():
+            try:
+                held = read_json(self.path)
+            except (OSError, ValueError):
+                held = {}
+            if held.get("host") == socket.gethostname() and _pid_alive(held.get("pid", -1)):
+                raise RunFailed(
+                    f"another winnow run (pid {held['pid']}) is writing {self.path.parent.parent}"
+                )
+        atomic_write_json(self.path, {"host": socket.gethostname(), "pid": os.getpid()})
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_temp_files(run_dir: RunDir) -> None:
+    """Temporary files of tasks killed mid-write (never read: they start with a dot)."""
+    for base in (run_dir.data, run_dir.work, run_dir.root / "removed"):
+        if base.exists():
+            for tmp in base.rglob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+def _check_plan(run_dir: RunDir, spec: PipelineSpec, shards: Callable[[], list[Shard]]) -> list[dict]:
+    """The shard list of this run: planned now, or the one a previous attempt recorded."""
+    if run_dir.plan_file.exists():
+        plan = read_json(run_dir.plan_file)
+        if plan["config_hash"] != spec.config_hash():
+            raise RunFailed(
+                f"{run_dir.root} holds a run of a different configuration (config hash "
+                f"{plan['config_hash']}, now {spec.config_hash()}): rerun with --fresh to start over, "
+                "or choose another --output"
+            )
+        return plan["shards"]
+    planned = [s.__dict__ for s in shards()]
+    atomic_write_json(
+        run_dir.plan_file,
+        {"pipeline": spec.name, "config_hash": spec.config_hash(), "shards": planned},
+    )
+    return planned
+
+
+def init_ray(address: str | None, num_cpus: int | None) -> Callable[[], None]:
+    """Connect to a cluster (``address`` / ``RAY_ADDRESS``) or start a private local instance.
+
+    A local instance keeps every file in a fresh temp dir and is shut down (and the dir removed)
+    by the returned callable.  Usage stats are off: these machines may have no network.
+    """
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        return lambda: None
+    if address:
+        ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+        return ray.shutdown
+    # Local: no auth token under ~/.ray, no dashboard, files in our temp dir only.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    tmp = tempfile.mkdtemp(prefix="winnow-ray-")
+    ray.init(
+        num_cpus=num_cpus or os.cpu_count(),
+        include_dashboard=False,
+        _temp_dir=tmp,
+        object_store_memory=256 * 1024 * 1024,
+        log_to_driver=False,
+        logging_level="WARNING",
+    )
+
+    def stop() -> None:
+        import shutil
+
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    return stop
+
+
+def run_pipeline(
+    spec: PipelineSpec,
+    output: str | Path | None = None,
+    address: str | None = None,
+    fresh: bool = False,
+    num_cpus: int | None = None,
+    progress: Callable[[str, int, int, int], None] | None = None,
+) -> RunResult:
+    """Run (or resume) a pipeline; returns when every task finished, else raises ``RunFailed``.
+
+    ``progress(phase_label, tasks_done, tasks_total, docs_out)`` is called as tasks finish.
+    """
+    registry.load_builtin()
+    run_dir = RunDir(output or spec.output)
+    if fresh:
+        run_dir.clear()
+    run_dir.work.mkdir(parents=True, exist_ok=True)
+    with _Lock(run_dir):
+        _clean_temp_files(run_dir)
+        source = registry.SOURCES[spec.input.format](spec.input)
+        shards = _check_plan(run_dir, spec, lambda: source.plan(spec.input_files))
+        phases = split_phases(spec.stages)
+        ray_up: list[Callable[[], None]] = []
+
+        def ensure_ray() -> (
+            None
+        ):  # started only when a task is left to run (a finished run resumes instantly)
+            if not ray_up:
+                ray_up.append(init_ray(address, num_cpus))
+
+        try:
+            run, skipped, nodes = 0, 0, set()
+            for phase in phases:
+                last = phase is phases[-1]
+                if phase.index == 0:
+                    phase.tasks = [{"index": i, "shard": s, "last": last} for i, s in enumerate(shards)]
+                else:
+                    phase.tasks = _tasks_after(run_dir, phases[phase.index - 1], last)
+                    ensure_ray()
+                    _run_barrier(spec, run_dir, phase)
+                r, s, n = _run_phase(spec, run_dir, phase, progress, ensure_ray)
+                run, skipped, nodes = run + r, skipped + s, nodes | n
+        finally:
+            for stop in ray_up:
+                stop()
+        stats = merge_stats(run_dir, phases)
+        atomic_write_json(run_dir.stats_file, stats)
+        _write_manifest(spec, run_dir, phases, stats)
+    return RunResult(run_dir, stats, run, skipped, nodes)
+
+
+def _tasks_after(run_dir: RunDir, prev: Phase, last: bool) -> list[dict]:
+    tasks = []
+    for t in prev.tasks:
+        marker = read_json(run_dir.marker(prev.index, t["index"]))
+        if marker["rows"]:
+            path = run_dir.phase_data(prev.index, False) / f"{part_name(t['index'])}.parquet"
+            tasks.append({"index": t["index"], "part": str(path), "last": last})
+    return tasks
+
+
+def _run_barrier(spec: PipelineSpec, run_dir: RunDir, phase: Phase) -> None:
+    done = run_dir.phase_dir(phase.index) / "barrier.json"
+    if done.exists():
+        return
+    stage = phase.barrier.build()  # type: ignore[union-attr]
+    ctx = BarrierContext(
+        spec, run_dir, phase.index, [Path(t["part"]) for t in phase.tasks], run_dir.phase_dir(phase.index)
+    )
+    stage.run_barrier(ctx)
+    atomic_write_json(done, {"stage": stage.name, "extra": stage.stats.extra})
+
+
+def _run_phase(
+    spec: PipelineSpec, run_dir: RunDir, phase: Phase, progress: Callable | None, ensure_ray: Callable
+) -> tuple[int, int, set[str]]:
+    import ray
+
+    label = f"phase {phase.index}" if phase.index else "running"
+    todo = [t for t in phase.tasks if not run_dir.marker(phase.index, t["index"]).exists()]
+    skipped = len(phase.tasks) - len(todo)
+    docs = sum(
+        read_json(run_dir.marker(phase.index, t["index"]))["rows"] for t in phase.tasks if t not in todo
+    )
+    done = skipped
+    if progress:
+        progress(label, done, len(phase.tasks), docs)
+    if not todo:
+        return 0, skipped, set()
+    ensure_ray()
+    res = task_resources(phase.stages)
+    remote = ray.remote(run_task).options(
+        num_cpus=res.cpus,
+        num_gpus=res.gpus,
+        memory=res.memory_mb * 1024 * 1024,
+        max_retries=spec.max_retries,
+        retry_exceptions=True,
+    )
+    spec_ref = ray.put(spec)
+    pending = {remote.remote(spec_ref, str(run_dir.root), phase, t): t for t in todo}
+    nodes: set[str] = set()
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                task = pending.pop(ref)
+                try:
+                    marker = ray.get(ref)
+                except Exception as exc:
+                    raise RunFailed(_describe_failure(run_dir, phase, task, exc, spec.max_retries)) from None
+                nodes.add(marker["node_id"])
+                done += 1
+                docs += marker["rows"]
+            if progress:
+                progress(label, done, len(phase.tasks), docs)
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+    return len(todo), skipped, nodes
+
+
+def _describe_failure(run_dir: RunDir, phase: Phase, task: dict, exc: Exception, retries: int) -> str:
+    what = Shard(**task["shard"]).describe() if "shard" in task else task["part"]
+    log = run_dir.work / "errors" / f"phase-{phase.index}-{part_name(task['index'])}.txt"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("".join(traceback.format_exception(exc)))
+    cause = getattr(exc, "cause", None) or exc
+    short = f"{type(cause).__name__}: {cause}".strip().splitlines()
+    return (
+        f"task {part_name(task['index'])} (phase {phase.index}, input {what}) failed after "
+        f"{retries + 1} attempt(s): {short[-1] if short else type(exc).__name__}\n"
+        f"full traceback: {log}"
+    )
+
+
+def merge_stats(run_dir: RunDir, phases: list[Phase]) -> list[dict]:
+    """Sum every task's stats per stage, in pipeline order (read first)."""
+    merged: dict[str, StageStats] = {}
+    for phase in phases:
+        for t in sorted(phase.tasks, key=lambda t: t["index"]):
+            for entry in read_json(run_dir.marker(phase.index, t["index"]))["stats"]:
+                part = StageStats.from_dict(entry)
+                merged.setdefault(part.name, StageStats(part.name)).merge(part)
+        if phase.barrier is not None:
+            extra = read_json(run_dir.phase_dir(phase.index) / "barrier.json")["extra"]
+            merged.setdefault(phase.barrier.name, StageStats(phase.barrier.name)).merge(
+                StageStats(phase.barrier.name, extra=extra)
+            )
+    order = ["read"] + [s.name for p in phases for s in p.stages]
+    return [merged[name].to_dict() for name in order if name in merged]
+
+
+def _write_manifest(spec: PipelineSpec, run_dir: RunDir, phases: list[Phase], stats: list[dict]) -> None:
+    parts = []
+    for t in sorted(phases[-1].tasks, key=lambda t: t["index"]):
+        rows = read_json(run_dir.marker(phases[-1].index, t["index"]))["rows"]
+        if rows:
+            parts.append({"path": f"data/{part_name(t['index'])}.parquet", "rows": rows})
+    atomic_write_json(
+        run_dir.manifest_file,
+        {
+            "pipeline": spec.name,
+            "winnow_version": __version__,
+            "config_file": str(spec.config_file),
+            "config_hash": spec.config_hash(),
+            "config": spec.resolved(),
+            "inputs": [{"path": f, "bytes": os.path.getsize(f)} for f in spec.input_files],
+            "outputs": {"data": parts},
+            "counts": {
+                "docs_in": stats[0]["docs_in"] if stats else 0,
+                "docs_out": sum(p["rows"] for p in parts),
+                "parts": len(parts),
+            },
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )

@@ -1,0 +1,226 @@
+"""The stage contract: what every stage implements and what the base classes do for it.
+
+A stage receives an Arrow ``RecordBatch`` and returns one (datatrove's document+step idea, but
+columnar so stages can vectorise).  Counting is not the stage's job: ``StageRunner`` wraps every
+stage and records documents in/out, drop reasons, bytes, time and a bounded sample of dropped rows.
+
+* ``Stage.transform(batch) -> (out_batch, reasons)``: ``reasons`` has one entry per *input* row,
+  ``None`` for a row that is in ``out_batch`` and a short reason string for a dropped one.  Rows in
+  ``out_batch`` keep their input order.  This one signature covers filters (same columns, fewer
+  rows), transforms (extract: ``html`` -> ``text``, failing rows dropped with a reason) and
+  annotators (all rows kept, columns added).
+* ``FilterStage`` stages implement only ``drop_reason(row)`` (per row) or ``decide(batch)``
+  (vectorised); the base class builds the mask.
+* Barrier stages (``barrier = True``; dedup, tokenizer training) need all rows of the previous
+  phase.  The executor ends the current phase of per-row tasks before one, calls its
+  ``run_barrier`` on the driver (which fans work out as Ray tasks of its own), and starts a new
+  phase whose tasks read the parts the previous phase wrote.  See ``pipeline.executor``.
+
+Stages are constructed from their validated ``Params`` on the driver (cheap, picklable) and
+``setup()`` is called in the worker before the first batch, so heavy resources (models, block
+lists) are loaded where they are used.  Load such resources through a module-level cache: Ray
+reuses worker processes, so a second task on the same worker pays nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict
+
+
+class Params(BaseModel):
+    """Base for stage parameters: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one task running this stage needs; the executor reserves the max over a fused chain."""
+
+    cpus: float = 1.0
+    memory_mb: int = 1024
+    gpus: float = 0.0
+
+
+@dataclass
+class StageStats:
+    """Counters of one stage in one task; merged by summing (``merge``) across tasks."""
+
+    name: str
+    docs_in: int = 0
+    docs_out: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    bytes_in: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def count(self, key: str, n: int | float = 1, group: str | None = None) -> None:
+        """Add ``n`` to ``extra[key]`` (or ``extra[group][key]``)."""
+        target = self.extra.setdefault(group, {}) if group else self.extra
+        target[key] = target.get(key, 0) + n
+
+    def merge(self, other: StageStats) -> None:
+        self.docs_in += other.docs_in
+        self.docs_out += other.docs_out
+        self.dropped.update(other.dropped)
+        self.bytes_in += other.bytes_in
+        self.bytes_out += other.bytes_out
+        self.seconds += other.seconds
+        _merge_extra(self.extra, other.extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "docs_in": self.docs_in,
+            "docs_out": self.docs_out,
+            # sorted by count then name, so the file is stable across runs and merges
+            "dropped": dict(sorted(self.dropped.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "seconds": round(self.seconds, 3),
+            "extra": _sorted_extra(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StageStats:
+        return cls(
+            name=d["name"],
+            docs_in=d["docs_in"],
+            docs_out=d["docs_out"],
+            dropped=Counter(d["dropped"]),
+            bytes_in=d["bytes_in"],
+            bytes_out=d["bytes_out"],
+            seconds=d["seconds"],
+            extra=d.get("extra", {}),
+        )
+
+
+def _merge_extra(into: dict, other: dict) -> None:
+    """Sum numbers, recurse into dicts; other values keep the first one seen (e.g. a label)."""
+    for key, value in other.items():
+        if isinstance(value, dict):
+            _merge_extra(into.setdefault(key, {}), value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            into[key] = into.get(key, 0) + value
+        else:
+            into.setdefault(key, value)
+
+
+def _sorted_extra(extra: dict) -> dict:
+    return {k: _sorted_extra(v) if isinstance(v, dict) else v for k, v in sorted(extra.items())}
+
+
+def content_bytes(batch: pa.RecordBatch) -> int:
+    """UTF-8 bytes of the document payload: ``text`` when present, else ``html``."""
+    for column in ("text", "html"):
+        if column in batch.schema.names:
+            return int(pc.sum(pc.binary_length(batch.column(column))).as_py() or 0)
+    return 0
+
+
+class Stage:
+    """A per-row stage.  Subclasses set ``name`` (the YAML key), ``Params`` and ``resources``."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[Params]] = Params
+    resources: ClassVar[Resources] = Resources()
+    barrier: ClassVar[bool] = False
+
+    def __init__(self, params: Params | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+        self.stats = StageStats(self.name)
+
+    def setup(self) -> None:
+        """Load heavy resources in the worker.  Called once per task before ``transform``."""
+
+    def transform(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, Sequence[str | None]]:
+        raise NotImplementedError
+
+    def run_barrier(self, ctx: Any) -> None:
+        """Barrier stages only: the whole-dataset phase (see module docstring)."""
+        raise NotImplementedError(f"{self.name} is not a barrier stage")
+
+
+class FilterStage(Stage):
+    """A stage that only keeps or drops rows.  Implement ``drop_reason`` or ``decide``."""
+
+    def drop_reason(self, row: dict[str, Any]) -> str | None:
+        """``None`` keeps the row; a short reason string drops it."""
+        raise NotImplementedError
+
+    def decide(self, batch: pa.RecordBatch) -> Sequence[str | None]:
+        return [self.drop_reason(row) for row in batch.to_pylist()]
+
+    def transform(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, Sequence[str | None]]:
+        reasons = self.decide(batch)
+        if not any(reasons):
+            return batch, reasons
+        keep = pa.array([r is None for r in reasons], type=pa.bool_())
+        return batch.filter(keep), reasons
+
+
+# Columns kept in the dropped-row sample, and how much text of each row is kept there.
+SAMPLE_COLUMNS = ("id", "url")
+SAMPLE_TEXT_CHARS = 2000
+
+
+class StageRunner:
+    """Runs one stage over batches, doing the bookkeeping every stage gets for free."""
+
+    def __init__(self, stage: Stage, sample_per_reason: int = 20) -> None:
+        self.stage = stage
+        self.stats = stage.stats
+        self.sample_per_reason = sample_per_reason
+        self.samples: list[dict[str, Any]] = []
+        self._sampled: Counter = Counter()
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        start = perf_counter()
+        out, reasons = self.stage.transform(batch)
+        self.stats.seconds += perf_counter() - start
+        if len(reasons) != batch.num_rows:
+            raise RuntimeError(
+                f"stage {self.stage.name!r} returned {len(reasons)} reasons for {batch.num_rows} rows"
+            )
+        n_dropped = sum(r is not None for r in reasons)
+        if out.num_rows != batch.num_rows - n_dropped:
+            raise RuntimeError(
+                f"stage {self.stage.name!r} dropped {n_dropped} rows with a reason but returned "
+                f"{out.num_rows} of {batch.num_rows}"
+            )
+        self.stats.docs_in += batch.num_rows
+        self.stats.docs_out += out.num_rows
+        self.stats.bytes_in += content_bytes(batch)
+        self.stats.bytes_out += content_bytes(out)
+        if n_dropped:
+            self._record_drops(batch, reasons)
+        return out
+
+    def _record_drops(self, batch: pa.RecordBatch, reasons: Sequence[str | None]) -> None:
+        self.stats.dropped.update(r for r in reasons if r is not None)
+        wanted = []
+        for i, reason in enumerate(reasons):
+            if reason is not None and self._sampled[reason] < self.sample_per_reason:
+                self._sampled[reason] += 1
+                wanted.append((i, reason))
+        if not wanted:
+            return
+        names = batch.schema.names
+        text_col = "text" if "text" in names else ("html" if "html" in names else None)
+        cols = {c: batch.column(c) for c in SAMPLE_COLUMNS if c in names}
+        for i, reason in wanted:
+            row = {c: col[i].as_py() for c, col in cols.items()}
+            row["reason"] = reason
+            text = batch.column(text_col)[i].as_py() if text_col else None
+            row["text_chars"] = len(text) if text is not None else None
+            row["text"] = text[:SAMPLE_TEXT_CHARS] if text is not None else None
+            self.samples.append(row)

@@ -1,0 +1,57 @@
+"""Shared by the engine tests: paths, a pipelines.yaml writer, reading a run's output back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "samples" / "sample.warc.gz"
+SHARED = REPO.parent / "shared" / "data"
+WINNOW = [sys.executable, "-m", "pipeline.cli"]
+
+
+def write_config(path: Path, pipelines: dict) -> Path:
+    path.write_text(yaml.safe_dump({"pipelines": pipelines}, sort_keys=False))
+    return path
+
+
+def sample_pipeline(output: Path, split_bytes: int = 524288, stages: list | None = None, **extra) -> dict:
+    return {
+        "input": {"format": "warc", "paths": [str(SAMPLE)], "split_bytes": split_bytes},
+        "output": str(output),
+        "stages": stages if stages is not None else [{"url_filter": {}}, {"extract": {}}],
+        **extra,
+    }
+
+
+def winnow(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "RAY_AUTH_MODE": "disabled", **(env or {})}
+    return subprocess.run(
+        [*WINNOW, *args], capture_output=True, text=True, cwd=REPO, env=full_env, timeout=timeout
+    )
+
+
+def read_docs(run_dir: Path) -> list[dict]:
+    """All output rows, ordered by part then row."""
+    rows: list[dict] = []
+    for part in sorted((run_dir / "data").glob("part-*.parquet")):
+        rows += pq.read_table(part).to_pylist()
+    return rows
+
+
+def stats_without_time(run_dir: Path) -> list[dict]:
+    stats = json.loads((run_dir / "stats.json").read_text())
+    for s in stats:
+        s.pop("seconds")
+    return stats
+
+
+def markers(run_dir: Path, phase: int = 0) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((run_dir / "_work" / f"phase-{phase}" / "done").glob("*.json"))]

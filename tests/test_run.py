@@ -1,0 +1,120 @@
+"""End-to-end runs on a local Ray: output, stats contract, resume, --fresh, failures."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from helpers import read_docs, sample_pipeline, stats_without_time, winnow, write_config
+
+from pipeline.rundir import ROW_GROUP_ROWS
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The default pipeline (url_filter + extract) on the in-repo sample, run once for this module."""
+    tmp = tmp_path_factory.mktemp("demo")
+    out = tmp / "run"
+    cfg = write_config(tmp / "pipelines.yaml", {"demo": sample_pipeline(out)})
+    res = winnow("run", "demo", "-c", str(cfg), "--no-progress")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return cfg, out, res
+
+
+def test_output_columns_ids_and_texts(demo_run):
+    _, out, res = demo_run
+    docs = read_docs(out)
+    assert len(docs) > 150
+    assert set(docs[0]) == {"id", "url", "warc_date", "charset", "text"}
+    ids = [d["id"] for d in docs]
+    assert len(ids) == len(set(ids))
+    assert all(i.startswith("<urn:uuid:") for i in ids)
+    assert all(d["text"] and d["text"].strip() for d in docs)
+    assert all("<html" not in d["text"].lower()[:200] for d in docs)
+    for part in (out / "data").glob("part-*.parquet"):
+        meta = pq.ParquetFile(part).metadata
+        assert meta.row_group(0).column(0).compression == "ZSTD"
+        assert all(meta.row_group(i).num_rows <= ROW_GROUP_ROWS for i in range(meta.num_row_groups))
+    assert "url_filter" in res.stdout and "extract" in res.stdout  # the stats table is printed
+
+
+def test_stats_chain_and_reasons_are_consistent(demo_run):
+    _, out, _ = demo_run
+    stats = json.loads((out / "stats.json").read_text())
+    assert [s["name"] for s in stats] == ["read", "url_filter", "extract"]
+    for s in stats:
+        assert set(s) >= {"name", "docs_in", "docs_out", "dropped", "bytes_in", "bytes_out", "seconds", "extra"}
+        assert s["docs_in"] - s["docs_out"] == sum(s["dropped"].values()), s["name"]
+    for prev, cur in zip(stats, stats[1:]):
+        assert cur["docs_in"] == prev["docs_out"]
+        assert cur["bytes_in"] == prev["bytes_out"]
+    assert stats[-1]["docs_out"] == len(read_docs(out))
+    # the sample holds 4 non-HTML assets and one warcinfo record
+    assert stats[0]["dropped"]["not_html"] == 4
+    assert stats[0]["dropped"]["record_type:warcinfo"] == 1
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["docs_out"] == stats[-1]["docs_out"]
+    assert sum(p["rows"] for p in manifest["outputs"]["data"]) == stats[-1]["docs_out"]
+
+
+def test_dropped_samples_name_their_reason(demo_run):
+    _, out, _ = demo_run
+    stats = {s["name"]: s for s in json.loads((out / "stats.json").read_text())}
+    for stage in ("url_filter", "extract"):
+        files = list((out / "removed" / stage).glob("part-*.parquet"))
+        if not stats[stage]["dropped"]:
+            assert not files
+            continue
+        rows = pa.concat_tables(pq.read_table(f) for f in files).to_pylist()
+        reasons = Counter(r["reason"] for r in rows)
+        # every reason is sampled, never more often than it happened
+        assert set(reasons) == set(stats[stage]["dropped"])
+        assert all(reasons[r] <= n for r, n in stats[stage]["dropped"].items())
+
+
+def test_stats_cli_table_and_json(demo_run):
+    _, out, _ = demo_run
+    res = winnow("stats", str(out))
+    assert res.returncode == 0
+    assert "docs/s" in res.stdout and "url_filter" in res.stdout
+    res = winnow("stats", str(out), "--json")
+    assert json.loads(res.stdout) == json.loads((out / "stats.json").read_text())
+    res = winnow("report", str(out), "-o", str(out / "r.html"))
+    assert res.returncode == 0 and "extract" in (out / "r.html").read_text()
+    assert winnow("stats", str(out / "nope")).returncode == 2
+
+
+def test_rerun_resumes_without_work_and_fresh_reruns(demo_run):
+    cfg, out, _ = demo_run
+    before = read_docs(out)
+    stats_before = stats_without_time(out)
+    res = winnow("run", "demo", "-c", str(cfg), "--no-progress")
+    assert res.returncode == 0
+    assert "0 run" in res.stderr  # every task skipped
+    assert read_docs(out) == before and stats_without_time(out) == stats_before
+    # a changed config is refused instead of mixing two runs in one directory
+    changed = json.loads(json.dumps(sample_pipeline(out, stages=[{"url_filter": {}}])))
+    write_config(cfg.parent / "changed.yaml", {"demo": changed})
+    res = winnow("run", "demo", "-c", str(cfg.parent / "changed.yaml"), "--no-progress")
+    assert res.returncode == 1 and "--fresh" in res.stderr
+    res = winnow("run", "demo", "-c", str(cfg), "--no-progress", "--fresh")
+    assert res.returncode == 0 and "resumed" not in res.stderr
+    assert read_docs(out) == before and stats_without_time(out) == stats_before
+
+
+def test_failing_task_fails_the_run_naming_its_input(tmp_path):
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"id": ["a"], "body": ["no text column here"]}), bad)
+    cfg = write_config(
+        tmp_path / "p.yaml",
+        {"p": {"input": {"format": "parquet", "paths": [str(bad)]}, "stages": [], "max_retries": 1,
+               "output": str(tmp_path / "out")}},
+    )
+    res = winnow("run", "p", "-c", str(cfg), "--no-progress")
+    assert res.returncode == 1
+    assert "bad.parquet" in res.stderr and "no column 'text'" in res.stderr
+    assert "2 attempt(s)" in res.stderr
+    assert not (tmp_path / "out" / "stats.json").exists()

@@ -1,0 +1,1 @@
+"""tokenizer: filled in by later issues (see ../shared/DESIGN.md)."""
