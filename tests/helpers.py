@@ -54,4 +54,7 @@ def stats_without_time(run_dir: Path) -> list[dict]:
 
 
 def markers(run_dir: Path, phase: int = 0) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((run_dir / "_work" / f"phase-{phase}" / "done").glob("*.json"))]
+    return [
+        json.loads(p.read_text())
+        for p in sorted((run_dir / "_work" / f"phase-{phase}" / "done").glob("*.json"))
+    ]

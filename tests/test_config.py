@@ -84,8 +84,10 @@ def test_cli_validate_and_run_exit_code_2(tmp_path):
     res = winnow("validate", "-c", str(good))
     assert res.returncode == 0, res.stderr
     assert "ok: p1" in res.stdout
-    bad = write_config(tmp_path / "bad.yaml", {"p1": {"input": {"format": "warc", "paths": [str(SAMPLE)]},
-                                                      "stages": [{"extrct": {}}]}})
+    bad = write_config(
+        tmp_path / "bad.yaml",
+        {"p1": {"input": {"format": "warc", "paths": [str(SAMPLE)]}, "stages": [{"extrct": {}}]}},
+    )
     res = winnow("validate", "p1", "-c", str(bad))
     assert res.returncode == 2
     assert str(bad) in res.stderr and "extrct" in res.stderr

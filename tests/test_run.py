@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 
@@ -46,9 +47,18 @@ def test_stats_chain_and_reasons_are_consistent(demo_run):
     stats = json.loads((out / "stats.json").read_text())
     assert [s["name"] for s in stats] == ["read", "url_filter", "extract"]
     for s in stats:
-        assert set(s) >= {"name", "docs_in", "docs_out", "dropped", "bytes_in", "bytes_out", "seconds", "extra"}
+        assert set(s) >= {
+            "name",
+            "docs_in",
+            "docs_out",
+            "dropped",
+            "bytes_in",
+            "bytes_out",
+            "seconds",
+            "extra",
+        }
         assert s["docs_in"] - s["docs_out"] == sum(s["dropped"].values()), s["name"]
-    for prev, cur in zip(stats, stats[1:]):
+    for prev, cur in itertools.pairwise(stats):
         assert cur["docs_in"] == prev["docs_out"]
         assert cur["bytes_in"] == prev["bytes_out"]
     assert stats[-1]["docs_out"] == len(read_docs(out))
@@ -110,8 +120,14 @@ def test_failing_task_fails_the_run_naming_its_input(tmp_path):
     pq.write_table(pa.table({"id": ["a"], "body": ["no text column here"]}), bad)
     cfg = write_config(
         tmp_path / "p.yaml",
-        {"p": {"input": {"format": "parquet", "paths": [str(bad)]}, "stages": [], "max_retries": 1,
-               "output": str(tmp_path / "out")}},
+        {
+            "p": {
+                "input": {"format": "parquet", "paths": [str(bad)]},
+                "stages": [],
+                "max_retries": 1,
+                "output": str(tmp_path / "out"),
+            }
+        },
     )
     res = winnow("run", "p", "-c", str(cfg), "--no-progress")
     assert res.returncode == 1

@@ -1,0 +1,113 @@
+"""A two-node cluster run and a run killed midway both reproduce the uninterrupted local run."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+
+import psutil
+import pytest
+from helpers import (
+    REPO,
+    WINNOW,
+    markers,
+    read_docs,
+    sample_pipeline,
+    stats_without_time,
+    winnow,
+    write_config,
+)
+from raycluster import TwoNodeCluster
+
+SPLIT = 262144  # ~14 tasks on the 3.4 MB sample
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted local run: what every other way of running must reproduce."""
+    tmp = tmp_path_factory.mktemp("ref")
+    cfg = write_config(tmp / "p.yaml", {"p": sample_pipeline(tmp / "run", split_bytes=SPLIT)})
+    res = winnow("run", "p", "-c", str(cfg), "--no-progress")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return cfg, tmp / "run"
+
+
+def _same_run(a, b) -> None:
+    assert read_docs(a) == read_docs(b)
+    assert stats_without_time(a) == stats_without_time(b)
+    for stage in ("url_filter", "extract"):
+        assert sorted(p.name for p in (a / "removed" / stage).glob("*")) == sorted(
+            p.name for p in (b / "removed" / stage).glob("*")
+        )
+
+
+def test_two_node_cluster_matches_local_run(reference, tmp_path):
+    cfg, ref = reference
+    cluster = TwoNodeCluster().start()
+    try:
+        out = tmp_path / "cluster"
+        res = winnow(
+            "run",
+            "p",
+            "-c",
+            str(cfg),
+            "--output",
+            str(out),
+            "--address",
+            cluster.address,
+            "--no-progress",
+            env=cluster.env,
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+    finally:
+        cluster.stop()
+    nodes = {m["node_id"] for m in markers(out)}
+    assert len(nodes) == 2, "tasks should have run on both nodes"
+    _same_run(out, ref)
+
+
+def _kill_tree(pid: int) -> None:
+    root = psutil.Process(pid)
+    procs = [root, *root.children(recursive=True)]
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(procs, timeout=10)
+
+
+def test_sigkill_midway_then_rerun_gives_the_uninterrupted_output(reference, tmp_path):
+    cfg, ref = reference
+    out = tmp_path / "killed"
+    total = len(markers(ref))
+    proc = subprocess.Popen(
+        [*WINNOW, "run", "p", "-c", str(cfg), "--output", str(out), "--no-progress"],
+        cwd=REPO,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    done_dir = out / "_work" / "phase-0" / "done"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if done_dir.exists() and len(list(done_dir.glob("*.json"))) >= 2:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
+    finally:
+        _kill_tree(proc.pid)  # the driver, its raylet/GCS and every worker: all started by this test
+        proc.wait(timeout=30)
+    finished = len(list(done_dir.glob("*.json")))
+    assert 0 < finished < total
+    assert not (out / "stats.json").exists()
+
+    res = winnow("run", "p", "-c", str(cfg), "--output", str(out), "--no-progress")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"resumed: {finished} finished task(s) skipped, {total - finished} run" in res.stderr
+    _same_run(out, ref)
+    ids = [d["id"] for d in read_docs(out)]
+    assert len(ids) == len(set(ids))
+    assert not list(out.rglob(".*.tmp")), "temporary files of killed tasks are cleaned up"
