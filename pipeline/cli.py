@@ -103,7 +103,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"winnow: run failed: {failure}", file=sys.stderr)
         return 1
     if result.tasks_skipped:
-        print(f"resumed: {result.tasks_skipped} finished task(s) skipped, {result.tasks_run} run", file=sys.stderr)
+        print(
+            f"resumed: {result.tasks_skipped} finished task(s) skipped, {result.tasks_run} run",
+            file=sys.stderr,
+        )
     print_stats(result.stats)
     print(f"output: {result.run_dir.root}")
     return 0

@@ -1,10 +1,14 @@
 """JSON Lines and Parquet readers: documents that are already text.
 
 ``text_field`` and ``id_field`` name the source columns (renamed to ``text`` / ``id``); every other
-field is carried through as a column.  A record without an id gets ``<file name>:<line or row>``,
-stable across runs.  Bad records are counted, never fatal: a line that is not JSON
+field is carried through as a column.  A record without an id gets ``NAME@BYTE_OFFSET``
+(``.jsonl``), ``NAME:LINE`` (compressed JSON Lines) or ``NAME#ROW`` (Parquet): stable across runs
+and splits.  Bad records are counted, never fatal: a line that is not JSON
 (``invalid_json``), a record that is not an object, a missing or non-string text
 (``missing_text`` / ``invalid_text``).
+
+Every field seen in a batch becomes a column (a field missing from a record is null there).
+JSON Lines columns are typed per batch from their values; Parquet columns keep the file's types.
 
 Splitting: an uncompressed ``.jsonl`` larger than ``split_bytes`` is read by several tasks, each
 owning the lines that *start* in its byte range; a Parquet file is split by row groups.
@@ -19,6 +23,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
@@ -40,6 +45,10 @@ class JsonlParams(TabularParams):
 
 class ParquetParams(TabularParams):
     format: Literal["parquet"] = "parquet"
+
+
+def _text_bytes(batch: pa.RecordBatch) -> int:
+    return int(pc.sum(pc.binary_length(batch.column("text"))).as_py() or 0)
 
 
 class _TabularSource(Source):
@@ -79,13 +88,20 @@ class _TabularSource(Source):
             yield self._to_batch(pending, path)
 
     def _to_batch(self, rows: list[dict], path: str) -> pa.RecordBatch:
+        # Columns are the union of the rows' fields (from_pylist alone would keep only the first
+        # row's keys and silently lose fields that appear later).
+        names = ["id", "text"]
+        seen = set(names)
+        for row in rows:
+            for k in row:
+                if k not in seen:
+                    seen.add(k)
+                    names.append(k)
         try:
-            batch = pa.RecordBatch.from_pylist(rows)
+            batch = pa.RecordBatch.from_pydict({k: [row.get(k) for row in rows] for k in names})
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ValueError(f"{path}: records have columns of mixed types ({exc})") from exc
-        order = ["id", "text"] + [c for c in batch.schema.names if c not in ("id", "text")]
-        batch = batch.select(order)
-        self.stats.bytes_out += int(pa.compute.sum(pa.compute.binary_length(batch.column("text"))).as_py() or 0)
+        self.stats.bytes_out += _text_bytes(batch)
         return batch
 
 
@@ -134,7 +150,7 @@ class JsonlSource(_TabularSource):
             return None  # blank lines are not records
         try:
             record = json.loads(line)
-        except ValueError:  # includes UnicodeDecodeError
+        except (ValueError, RecursionError):  # ValueError includes UnicodeDecodeError
             self.stats.docs_in += 1
             self.stats.dropped["invalid_json"] += 1
             return None
@@ -153,6 +169,8 @@ def _lines(stream) -> Iterator[bytes]:
 
 @register_source
 class ParquetSource(_TabularSource):
+    """Vectorised: each Arrow batch is masked and renamed, other columns keep their types."""
+
     format = "parquet"
     Params = ParquetParams
 
@@ -170,22 +188,64 @@ class ParquetSource(_TabularSource):
         return shards
 
     def read(self, shard: Shard) -> Iterator[pa.RecordBatch]:
+        p = self.params
         pf = pq.ParquetFile(shard.path)
-        if self.params.text_field not in pf.schema_arrow.names:
-            raise ValueError(
-                f"{shard.path}: no column {self.params.text_field!r} (input.text_field); "
-                f"columns: {pf.schema_arrow.names}"
-            )
+        names = pf.schema_arrow.names
+        if p.text_field not in names:
+            raise ValueError(f"{shard.path}: no column {p.text_field!r} (input.text_field); columns: {names}")
         groups = list(range(shard.start, shard.end if shard.end is not None else pf.metadata.num_row_groups))
-        self.stats.bytes_in += sum(pf.metadata.row_group(g).total_compressed_size for g in groups)
+        self.stats.bytes_in += sum(_compressed_size(pf.metadata.row_group(g)) for g in groups)
+        if not groups:
+            return
         name = os.path.basename(shard.path)
-        first_row = sum(pf.metadata.row_group(g).num_rows for g in range(shard.start))
+        first = sum(pf.metadata.row_group(g).num_rows for g in range(shard.start))
+        others = [c for c in names if c not in (p.text_field, p.id_field)]
+        for batch in pf.iter_batches(batch_size=self.BATCH_ROWS, row_groups=groups):
+            out = self._convert(batch, others, name, first)
+            first += batch.num_rows
+            if out is not None:
+                self.stats.bytes_out += _text_bytes(out)
+                yield out
 
-        def records() -> Iterator[dict | None]:
-            n = first_row
-            for batch in pf.iter_batches(batch_size=self.BATCH_ROWS, row_groups=groups):
-                for record in batch.to_pylist():
-                    yield self._row(record, f"{name}#{n}")
-                    n += 1
+    def _convert(
+        self, batch: pa.RecordBatch, others: list[str], name: str, first: int
+    ) -> pa.RecordBatch | None:
+        p = self.params
+        n = batch.num_rows
+        self.stats.docs_in += n
+        text = batch.column(p.text_field)
+        present = pc.is_valid(text)
+        n_present = int(pc.sum(present).as_py() or 0)
+        if n - n_present:
+            self.stats.dropped["missing_text"] += n - n_present
+        if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+            if n_present:
+                self.stats.dropped["invalid_text"] += n_present
+            return None
+        if not n_present:
+            return None
+        if p.id_field in batch.schema.names:
+            ids = _ids_as_strings(batch.column(p.id_field))
+        else:
+            ids = pa.nulls(n, pa.string())
+        if ids.null_count:
+            fallback = pa.array([f"{name}#{first + i}" for i in range(n)], pa.string())
+            ids = pc.coalesce(ids, fallback)
+        columns = [ids, pc.cast(text, pa.string()), *(batch.column(c) for c in others)]
+        out = pa.RecordBatch.from_arrays(columns, names=["id", "text", *others])
+        if n_present < n:
+            out = out.filter(present)
+        self.stats.docs_out += out.num_rows
+        return out
 
-        yield from self._emit(records(), shard.path)
+
+def _compressed_size(rg) -> int:
+    """Bytes a row group takes in the file (``RowGroupMetaData`` has only the uncompressed total)."""
+    return sum(rg.column(i).total_compressed_size for i in range(rg.num_columns))
+
+
+def _ids_as_strings(col: pa.Array) -> pa.Array:
+    try:
+        return pc.cast(col, pa.string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        return pa.array([None if v is None else str(v) for v in col.to_pylist()], pa.string())

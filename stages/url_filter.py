@@ -13,7 +13,11 @@ a 64-bit hash collision with one of 4.6 M entries: probability ~2.5e-13 per URL.
 
 Hosts are checked at every level from the full host name up to the registered domain, so
 blocking ``example.com`` also blocks ``a.b.example.com`` and blocking ``ads.example.com`` does not
-block ``example.com``.  tldextract runs on its bundled public-suffix snapshot: no network attempt.
+block ``example.com``; a leading ``www.`` is ignored and non-ASCII names are compared in IDNA form,
+as the lists spell them.  UT1's URL entries are ``host/path`` (no scheme) and block what lies under
+them, so a URL is looked up by its path prefixes (datatrove compares the whole URL, scheme
+included, with them, which never matches).  tldextract runs on its bundled public-suffix
+snapshot: no network attempt.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +40,7 @@ from pipeline.registry import register_stage
 from pipeline.stage import FilterStage, Params, Resources
 
 NON_ALNUM = re.compile(r"[^a-z0-9]+")
+INLINE_COMMENT = re.compile(r"\s+#.*$")
 
 
 class UrlFilterParams(Params):
@@ -45,12 +51,12 @@ class UrlFilterParams(Params):
     )
 
     default_lists: bool = Field(True, description="FineWeb's lists shipped in the datatrove wheel")
-    block_domains: list[str] = []
-    block_domains_files: list[str] = []
-    block_url_substrings: list[str] = []
-    block_url_substrings_files: list[str] = []
-    allow_domains: list[str] = []
-    allow_domains_files: list[str] = []
+    block_domains: list[str] = Field(default_factory=list)
+    block_domains_files: list[str] = Field(default_factory=list)
+    block_url_substrings: list[str] = Field(default_factory=list)
+    block_url_substrings_files: list[str] = Field(default_factory=list)
+    allow_domains: list[str] = Field(default_factory=list)
+    allow_domains_files: list[str] = Field(default_factory=list)
     allow_only: bool = Field(False, description="drop every domain not in the allow-list")
     soft_word_threshold: int = Field(2, ge=1, description="soft-banned words needed to drop a URL")
 
@@ -65,12 +71,29 @@ def _hash(s: str) -> int:
 
 
 def _read_list(path: str | Path) -> list[str]:
+    """One entry per line; blank lines, ``#`` lines and trailing `` # comments`` are ignored."""
     with open(path, encoding="utf-8", errors="replace") as f:
-        return [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+        lines = (INLINE_COMMENT.sub("", line).strip() for line in f if not line.lstrip().startswith("#"))
+        return [line for line in lines if line]
+
+
+def _ascii_host(host: str) -> str:
+    """IDNA (punycode) form of a non-ASCII host name, as block lists spell them."""
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host
+
+
+def _strip_www(host: str) -> str:
+    rest = host.removeprefix("www.")
+    return rest if "." in rest else host
 
 
 def _clean_domain(d: str) -> str:
-    return d.strip().lower().strip(".").removeprefix("www.") if d.strip() else ""
+    return _ascii_host(_strip_www(d.strip().lower().strip("."))) if d.strip() else ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -85,12 +108,17 @@ def _default_lists() -> tuple[np.ndarray, frozenset[str], frozenset[str], frozen
                 continue
             lines = tar.extractfile(member).read().split(b"\n")  # type: ignore[union-attr]
             if member.name.endswith("domains"):
-                domains = np.fromiter(
-                    (xxhash.xxh3_64_intdigest(line.strip().lower()) for line in lines if line.strip()),
-                    dtype=np.uint64,
+                domains = np.unique(  # sorted once per process, searched by every task
+                    np.fromiter(
+                        (xxhash.xxh3_64_intdigest(line.strip().lower()) for line in lines if line.strip()),
+                        dtype=np.uint64,
+                    )
                 )
             elif member.name.endswith("urls"):
-                urls = frozenset(line.decode("utf-8", "replace").strip() for line in lines if line.strip())
+                # "host/path" entries (no scheme, no www.), matched as prefixes: see _url_prefixes
+                urls = frozenset(
+                    line.decode("utf-8", "replace").strip().rstrip("/") for line in lines if line.strip()
+                )
 
     def words(name: str) -> frozenset[str]:
         return frozenset(NON_ALNUM.sub("", w.lower()) for w in _read_list(assets / name))
@@ -113,30 +141,52 @@ def _tld_extractor():
 
 
 class DomainSet:
-    """A set of domains as sorted 64-bit hashes; ``contains_any`` checks a host at every level."""
+    """A set of domains as sorted 64-bit hash arrays (the shared default list is kept apart from a
+    user's few names, so that no task re-sorts 4.6 M hashes); ``contains`` checks hashed keys."""
 
-    def __init__(self, hashes: Iterable[np.ndarray]) -> None:
-        self.hashes = np.unique(np.concatenate([np.asarray(h, dtype=np.uint64) for h in hashes]))
+    def __init__(self, *sorted_hashes: np.ndarray) -> None:
+        self.parts = [h for h in sorted_hashes if len(h)]
 
     @classmethod
-    def from_names(cls, names: Iterable[str], extra: np.ndarray | None = None) -> DomainSet:
+    def from_names(cls, names: Iterable[str], default: np.ndarray | None = None) -> DomainSet:
+        """``default`` must already be sorted and unique (``_default_lists`` makes it so)."""
         mine = np.fromiter((_hash(d) for d in map(_clean_domain, names) if d), dtype=np.uint64)
-        return cls([mine] if extra is None else [mine, extra])
+        return cls(np.unique(mine), *([] if default is None else [default]))
 
     def __len__(self) -> int:
-        return len(self.hashes)
+        return sum(len(h) for h in self.parts)
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
-        if not len(self.hashes):
-            return np.zeros(len(keys), dtype=bool)
-        idx = np.searchsorted(self.hashes, keys)
-        idx[idx == len(self.hashes)] = 0
-        return self.hashes[idx] == keys
+        found = np.zeros(len(keys), dtype=bool)
+        for hashes in self.parts:
+            idx = np.searchsorted(hashes, keys)
+            idx[idx == len(hashes)] = 0
+            found |= hashes[idx] == keys
+        return found
+
+
+def _url_prefixes(url: str) -> list[str]:
+    """``https://www.a.com/x/y?q`` -> [a.com/x, a.com/x/y]: the forms UT1's URL list uses (no scheme,
+    port, ``www.``, query or fragment), cut at each path segment, since an entry blocks what is under it."""
+    try:
+        parts = urlsplit(url if "://" in url else "//" + url)
+        host = parts.hostname
+    except ValueError:
+        return []
+    if not host:
+        return []
+    host = _ascii_host(_strip_www(host.strip(".")))
+    segments = [s for s in parts.path.split("/") if s]
+    return [host + "/" + "/".join(segments[:k]) for k in range(1, len(segments) + 1)]
 
 
 def host_levels(fqdn: str, registered: str) -> list[str]:
-    """``a.b.example.com`` -> [a.b.example.com, b.example.com, example.com]."""
-    fqdn = fqdn.lower().removeprefix("www.")
+    """``a.b.example.com`` -> [a.b.example.com, b.example.com, example.com] (a leading ``www.``
+    label is dropped, non-ASCII names are IDNA-encoded)."""
+    fqdn = fqdn.lower()
+    if fqdn != registered.lower():
+        fqdn = _strip_www(fqdn)
+    fqdn = _ascii_host(fqdn)
     if not registered:
         return [fqdn] if fqdn else []
     parts = fqdn.split(".")
@@ -160,7 +210,13 @@ class UrlFilter(FilterStage):
         if p.default_lists:
             dom_hashes, self.blocked_urls, self.banned, self.soft_banned, subwords = _default_lists()
         else:
-            dom_hashes, self.blocked_urls, self.banned, self.soft_banned, subwords = (None, frozenset(), (), (), ())
+            dom_hashes, self.blocked_urls, self.banned, self.soft_banned, subwords = (
+                None,
+                frozenset(),
+                frozenset(),
+                frozenset(),
+                (),
+            )
         self.blocked = DomainSet.from_names(block_names, dom_hashes)
         self.allowed = DomainSet.from_names(allow_names)
         self.substrings = tuple(s.lower() for s in substrings if s)
@@ -203,7 +259,7 @@ class UrlFilter(FilterStage):
         if blocked_levels.any():
             # the last level is the registered domain (datatrove: "domain"), others subdomains
             return "blocked_domain" if blocked_levels[-1] else "blocked_subdomain"
-        if url in self.blocked_urls:
+        if self.blocked_urls and not self.blocked_urls.isdisjoint(_url_prefixes(url)):
             return "blocked_url"
         lower = url.lower()
         if any(s in lower for s in self.substrings):

@@ -8,20 +8,40 @@ in the middle of a file.  Here:
   a whole-file gzip is one big member and is streamed, never held in memory).  A member that
   fails to inflate or whose CRC is wrong is counted (``gzip_corrupt``, or ``gzip_truncated`` at
   end of file) and reading resynchronises at the next offset that starts a valid gzip member
-  holding a WARC record.  Bytes skipped that way are counted in ``extra.garbage_bytes``.
+  holding a WARC record.  The records of a member are passed on only once the member has been
+  verified to its end (CRC), so a record is never both a document and a drop: a corrupt member
+  drops the records it held under its reason.  A truncated member keeps its complete records
+  (bytes before a cut inflate correctly) and counts the record the cut fell in.  Bytes skipped
+  (stray bytes between members, the rest of a corrupt member) are counted in
+  ``extra.garbage_bytes``.
+* Inside a stream (a plain WARC or a member), bytes where a record should start that are not a
+  ``WARC/`` version line are garbage: skipped up to the next version line and counted in
+  ``extra.garbage_bytes``, not as a record.  A record whose headers do not parse (bad version
+  line, missing or invalid ``Content-Length``, broken HTTP headers, ...) is ``corrupt_record``;
+  a plain WARC resynchronises on the next version line, a gzip member is abandoned.
 * A multi-member gzip file larger than ``split_bytes`` becomes several shards (Ray tasks).  A
   shard owns the members that *start* inside its byte range; it syncs to the first member at or
   after its start and reads past its end to finish its last member, so every record is read by
   exactly one task.  Plain (uncompressed) WARCs are one shard each: a payload may itself contain
   the text ``WARC/1.0``, so a byte offset cannot be resynchronised safely.
-* Charset: the HTTP ``Content-Type`` charset, then a ``<meta>`` declaration in the first 4 KiB,
-  then detection (charset-normalizer).  Labels are mapped as browsers do (WHATWG: ISO-8859-1
-  and ASCII mean windows-1252; GB2312 means GB18030).  Bytes that still do not decode are
-  replaced (U+FFFD) and counted in ``extra.decode_replaced``.
+* Only ``response`` records with an HTML payload become rows; a non-HTML ``Content-Type`` is
+  dropped (``not_html``) without reading its payload.  ``text/plain`` or a missing type is
+  sniffed.  A record without ``WARC-Record-ID`` gets ``<winnow:FILE@MEMBER_OFFSET#N>`` (gzip)
+  or ``<winnow:FILE#N>`` (plain), unique and stable across runs and splits.
+* Charset: a byte-order mark, then the HTTP ``Content-Type`` charset, then a ``<meta>``
+  declaration in the first 4 KiB, then strict UTF-8, then detection (uchardet through
+  resiliparse, WHATWG names).  A payload declared as a single-byte charset that is valid,
+  non-ASCII UTF-8 is UTF-8 (mislabelled pages are common; legacy text is practically never
+  valid UTF-8).  Labels are mapped as browsers do (WHATWG: ISO-8859-1 and ASCII mean
+  windows-1252; GB2312 means GB18030).  Bytes that still do not decode are replaced (U+FFFD)
+  and counted in ``extra.decode_replaced``.
 """
 
 from __future__ import annotations
 
+import codecs
+import functools
+import importlib
 import io
 import os
 import re
@@ -37,6 +57,8 @@ from pipeline.source import BatchBuilder, InputParams, MiB, Shard, Source, byte_
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
 CHUNK = 1 * MiB
+PROBE_CHUNK = 16 * 1024  # compressed bytes fed per step when only probing a member's first bytes
+VERSION_LINES = (b"WARC/1.0", b"WARC/1.1")
 HTML_MIMES = {"text/html", "application/xhtml+xml", "application/xml+xhtml"}
 # WHATWG encoding labels that differ from Python's codec of the same name.
 CHARSET_ALIASES = {
@@ -52,8 +74,13 @@ CHARSET_ALIASES = {
     "x-sjis": "shift_jis",
     "utf8": "utf-8",
 }
+NOT_WEB_CHARSETS = {"unicode-escape", "raw-unicode-escape", "punycode", "idna", "utf-7", "undefined"}
+BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
 META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_.:-]+)""", re.IGNORECASE)
-HTML_SNIFF = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)\b", re.IGNORECASE | re.DOTALL)
+HTML_SNIFF = re.compile(
+    rb"^(\xef\xbb\xbf)?\s*(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)\b", re.IGNORECASE | re.DOTALL
+)
+DETECT_BYTES = 128 * 1024
 
 SCHEMA = pa.schema(
     [
@@ -86,12 +113,16 @@ class _Truncated(_BadMember):
 class _GzipMember(io.RawIOBase):
     """The inflated bytes of one gzip member starting at ``start``, streamed."""
 
-    def __init__(self, f: io.BufferedReader, start: int) -> None:
+    def __init__(self, f: io.BufferedReader, start: int, chunk: int = CHUNK) -> None:
         f.seek(start)
         self.f = f
         self.start = start
+        self.chunk = chunk
         self.fed = 0
         self.d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        # Set when a corrupt record was already counted for this member and the rest of it
+        # then failed to inflate: the member is bad, but needs no second drop.
+        self.broken = False
 
     def readable(self) -> bool:
         return True
@@ -105,7 +136,7 @@ class _GzipMember(io.RawIOBase):
                 if self.d.unconsumed_tail:
                     out = self.d.decompress(self.d.unconsumed_tail, n)
                 else:
-                    chunk = self.f.read(CHUNK)
+                    chunk = self.f.read(self.chunk)
                     if not chunk:
                         raise _Truncated()
                     self.fed += len(chunk)
@@ -124,11 +155,17 @@ class _GzipMember(io.RawIOBase):
 
 def _is_member_start(f: io.BufferedReader, pos: int) -> bool:
     """Does a gzip member holding a WARC record start at ``pos``?"""
+    f.seek(pos)
+    if f.read(len(GZIP_MAGIC)) != GZIP_MAGIC:
+        return False
+    member = _GzipMember(f, pos, PROBE_CHUNK)
+    head = b""
     try:
-        head = _GzipMember(f, pos).read(8)
+        while len(head) < 5 and (more := member.read(5 - len(head))):
+            head += more
     except (_BadMember, OSError):
         return False
-    return head.startswith(b"WARC/")
+    return head == b"WARC/"
 
 
 def _next_member(f: io.BufferedReader, pos: int, limit: int | None) -> int | None:
@@ -161,44 +198,68 @@ def _is_multi_member(path: str) -> bool:
         return member.d.eof and member.end < os.path.getsize(path)
 
 
-def _normalise_charset(label: str | None) -> str | None:
+def _normalise_charset(label: str | bytes | None) -> str | None:
     if not label:
         return None
+    if isinstance(label, bytes):
+        label = label.decode("ascii", "replace")
     label = label.strip().strip("'\"").lower()
     label = CHARSET_ALIASES.get(label, label)
     try:
-        import codecs
-
-        return codecs.lookup(label).name
+        info = codecs.lookup(label)
     except LookupError:
         return None
+    # Python also has codecs that no web page can be in (base64, zlib, unicode_escape, utf-7...).
+    if not getattr(info, "_is_text_encoding", True) or info.name in NOT_WEB_CHARSETS:
+        return None
+    return "utf-8" if info.name == "utf-8-sig" else info.name
+
+
+@functools.lru_cache(maxsize=64)
+def _is_single_byte(charset: str) -> bool:
+    """Is ``charset`` a one-byte-per-character table (windows-125x, ISO-8859-x, KOI8, mac-*, ...)?"""
+    try:
+        module = importlib.import_module("encodings." + charset.replace("-", "_"))
+    except ImportError:
+        return False
+    return hasattr(module, "decoding_table")
 
 
 def decode_html(payload: bytes, header_charset: str | None) -> tuple[str, str, bool]:
     """Decode an HTML payload; returns (text, charset used, whether bytes had to be replaced)."""
-    tried = []
+    for bom, charset in BOMS:
+        if payload.startswith(bom):
+            text = payload[len(bom) :].decode(charset, errors="replace")
+            return text, charset, "\ufffd" in text
+    declared: list[str] = []
     meta = META_CHARSET.search(payload[:4096])
-    for label in (header_charset, meta.group(1).decode("ascii", "replace") if meta else None):
+    for label, from_meta in ((header_charset, False), (meta.group(1) if meta else None, True)):
         charset = _normalise_charset(label)
-        if charset and charset not in tried:
-            tried.append(charset)
-            try:
-                return payload.decode(charset), charset, False
-            except UnicodeDecodeError:
-                pass
-    if "utf-8" not in tried:
+        if charset and charset.startswith(("utf-16", "utf-32")) and (from_meta or b"\x00" not in payload):
+            # A <meta> read as ASCII cannot be UTF-16 (WHATWG: it means UTF-8); nor can NUL-free bytes.
+            charset = "utf-8"
+        if charset and charset not in declared:
+            declared.append(charset)
+    candidates = list(declared)
+    if declared and _is_single_byte(declared[0]) and not payload.isascii():
+        candidates.insert(0, "utf-8")  # valid non-ASCII UTF-8 under a legacy label is mislabelled
+    candidates.append("utf-8")
+    tried: set[str] = set()
+    for charset in candidates:
+        if charset in tried:
+            continue
+        tried.add(charset)
         try:
-            return payload.decode("utf-8"), "utf-8", False
-        except UnicodeDecodeError:
+            return payload.decode(charset), charset, False
+        except UnicodeError:
             pass
-    from charset_normalizer import from_bytes
+    from resiliparse.parse.encoding import detect_encoding
 
-    best = from_bytes(payload[: 256 * 1024]).best()
-    charset = _normalise_charset(best.encoding) if best else None
-    if charset:
-        text = payload.decode(charset, errors="replace")
-        return text, charset, "\ufffd" in text
-    return payload.decode("utf-8", errors="replace"), "utf-8", True
+    charset = _normalise_charset(detect_encoding(payload, max_len=DETECT_BYTES)) or "utf-8"
+    try:
+        return payload.decode(charset), charset, False
+    except UnicodeError:
+        return payload.decode(charset, errors="replace"), charset, True
 
 
 def _mime_and_charset(content_type: str | None) -> tuple[str | None, str | None]:
@@ -234,8 +295,6 @@ class WarcSource(Source):
         self.stats.bytes_in += (shard.end or os.path.getsize(shard.path)) - shard.start
         records = self._gzip_records(shard) if _is_gzip(shard.path) else self._plain_records(shard)
         for row in records:
-            if row is None:
-                continue
             self.stats.docs_out += 1
             self.stats.bytes_out += len(row["html"].encode("utf-8", "surrogatepass"))
             batch = builder.add(row, len(row["html"]))
@@ -247,83 +306,137 @@ class WarcSource(Source):
 
     # --- framing -------------------------------------------------------------------------------
 
+    _in_record = False  # inside a record of the member being read (for a failure's accounting)
+    _record_mark = 0  # docs_in when that record started
+
     def _drop(self, reason: str) -> None:
         self.stats.docs_in += 1
         self.stats.dropped[reason] += 1
 
-    def _gzip_records(self, shard: Shard) -> Iterator[dict | None]:
+    def _gzip_records(self, shard: Shard) -> Iterator[dict]:
         size = os.path.getsize(shard.path)
         end = size if shard.end is None else shard.end
+        name = os.path.basename(shard.path)
         with open(shard.path, "rb") as f:
-            pos = 0 if shard.start == 0 else _next_member(f, shard.start, end)
-            if pos == 0 and not _is_member_start(f, 0):
-                pos = self._resync(f, 0, end)
+            if shard.start == 0:
+                pos = 0 if _is_member_start(f, 0) else self._resync(f, 0)
+            else:
+                pos = _next_member(f, shard.start, end)
             while pos is not None and pos < end:
                 member = _GzipMember(f, pos)
                 stream = io.BufferedReader(member, CHUNK)
+                pending: list[dict] = []
+                mark = self.stats.docs_in  # records counted since rows were last passed on
+                self._in_record = False
+                failure: _BadMember | None = None
                 try:
-                    yield from self._records_in(stream, f"{shard.path}@{pos}")
-                    while stream.read(CHUNK):  # finish the member to learn where it ends
+                    for row in self._records_in(stream, f"{name}@{pos}"):
+                        if row is not None:
+                            pending.append(row)
+                        if len(pending) >= self.BATCH_ROWS:
+                            # A whole-file gzip is one member: do not hold a file's worth of rows.
+                            yield from pending
+                            pending, mark = [], self.stats.docs_in
+                    while stream.read(CHUNK):  # finish the member: its CRC, and where it ends
                         pass
-                except _Truncated:
-                    self._drop("gzip_truncated")
-                    return
-                except _BadMember:
-                    self._drop("gzip_corrupt")
-                    pos = self._resync(f, pos + 1, end)
+                except _BadMember as exc:
+                    failure = exc
+                if failure is None and not member.broken:
+                    yield from pending
+                    pos = member.end
+                    if pos < size and not _is_member_start(f, pos):
+                        pos = self._resync(f, pos)
                     continue
-                pos = member.end
-                if pos < size:
-                    f.seek(pos)
-                    if f.read(len(GZIP_MAGIC)) != GZIP_MAGIC or not _is_member_start(f, pos):
-                        pos = self._resync(f, pos, end)
+                truncated = isinstance(failure, _Truncated)
+                reason = "gzip_truncated" if truncated else "gzip_corrupt"
+                if truncated:
+                    yield from pending  # bytes before a cut inflate correctly: complete records stand
+                else:
+                    self.stats.dropped[reason] += len(pending)  # unverified; docs_in counted them
+                cut_record = self._in_record and self.stats.docs_in == self._record_mark
+                if cut_record or (not pending and self.stats.docs_in == mark):
+                    self._drop(reason)  # the record the failure fell in, or the member itself
+                if truncated:
+                    return
+                pos = self._resync(f, pos, search_from=pos + 1)
 
-    def _resync(self, f: io.BufferedReader, pos: int, end: int) -> int | None:
-        """Skip garbage from ``pos`` to the next valid member (which may lie past ``end``)."""
-        nxt = _next_member(f, pos, None)
+    def _resync(self, f: io.BufferedReader, pos: int, search_from: int | None = None) -> int | None:
+        """Skip bytes from ``pos`` to the next valid member (which may lie past the shard's end)."""
+        nxt = _next_member(f, pos if search_from is None else search_from, None)
         stop = nxt if nxt is not None else os.path.getsize(f.name)
-        self.stats.count("garbage_bytes", max(0, stop - pos))
+        if stop > pos:
+            self.stats.count("garbage_bytes", stop - pos)
         return nxt
 
-    def _plain_records(self, shard: Shard) -> Iterator[dict | None]:
-        with open(shard.path, "rb") as f:
-            stream: io.BufferedReader = io.BufferedReader(f, CHUNK)  # type: ignore[arg-type]
-            while True:
-                try:
-                    yield from self._records_in(stream, shard.path)
-                    return
-                except _CorruptRecord:
-                    # Resync on the next line that is a WARC record's version line.
-                    skipped = 0
-                    while (line := stream.readline()) and line.rstrip() not in (b"WARC/1.0", b"WARC/1.1"):
-                        skipped += len(line)
-                    self.stats.count("garbage_bytes", skipped)
-                    if not line:
-                        return
-                    stream = _Prepend(line, stream)
+    def _plain_records(self, shard: Shard) -> Iterator[dict]:
+        with open(shard.path, "rb", buffering=0) as f:
+            stream = io.BufferedReader(f, CHUNK)
+            for row in self._records_in(stream, os.path.basename(shard.path)):
+                if row is not None:
+                    yield row
 
     # --- records -------------------------------------------------------------------------------
 
     def _records_in(self, stream: io.BufferedReader, where: str) -> Iterator[dict | None]:
-        """Parse consecutive records from ``stream`` until it ends."""
-        from warcio.recordloader import ArchiveLoadFailed
-        from warcio.statusandheaders import StatusAndHeadersParserException
-
+        """Parse consecutive records from ``stream`` until it ends (``None`` for a dropped one)."""
+        in_member = isinstance(stream.raw, _GzipMember)
+        n = 0
+        line = b""
         while True:
-            _skip_blank_lines(stream)
-            if not stream.peek(1):
-                return
+            if not line:
+                line = _first_line(stream)
+                if not line:
+                    return
+            if not line.startswith(b"WARC/"):
+                line = self._skip_garbage(stream, line)
+                continue
+            self._in_record, self._record_mark = True, self.stats.docs_in
             try:
-                record = self._loader.parse_record_stream(stream, known_format="warc")
-            except (ArchiveLoadFailed, StatusAndHeadersParserException, ValueError) as exc:
+                record = self._loader.parse_record_stream(stream, statusline=line, known_format="warc")
+                length = record.rec_headers.get_header("Content-Length")
+                if length is None or not length.strip().isdigit():
+                    raise ValueError(f"invalid Content-Length {length!r}")
+            except _BadMember:
+                raise
+            except Exception:  # warcio raises ValueError, AttributeError, ... on broken headers
+                self._in_record = False
                 self._drop("corrupt_record")
-                if not isinstance(stream.raw, _GzipMember):
-                    raise _CorruptRecord() from exc
-                while stream.read(CHUNK):  # the rest of this member is the broken record
-                    pass
-                return
-            yield self._row(record, where)
+                if in_member:
+                    # Members are the reliable framing: the rest of this one is the broken record.
+                    try:
+                        while stream.read(CHUNK):
+                            pass
+                    except _BadMember:
+                        stream.raw.broken = True  # type: ignore[attr-defined]
+                    return
+                line = self._skip_garbage(stream, b"")
+                continue
+            yield self._row(record, f"{where}#{n}")
+            n += 1
             _drain(record.raw_stream)
+            self._in_record = False
+            line = b""
+
+    def _skip_garbage(self, stream: io.BufferedReader, line: bytes) -> bytes:
+        """Skip lines up to the next WARC version line (returned), counting the bytes skipped."""
+        skipped = 0
+        while True:
+            if not line:
+                line = stream.readline(CHUNK)
+                if not line:
+                    break
+            body = line.rstrip(b"\r\n")
+            version = next((v for v in VERSION_LINES if body.endswith(v)), None)
+            if version is not None and line.endswith(b"\n"):
+                cut = len(body) - len(version)
+                skipped += cut
+                line = line[cut:]
+                break
+            skipped += len(line)
+            line = b""
+        if skipped:
+            self.stats.count("garbage_bytes", skipped)
+        return line
 
     def _row(self, record, where: str) -> dict | None:
         rec_type = record.rec_type or "unknown"
@@ -341,6 +454,11 @@ class WarcSource(Source):
             self.stats.count(status or "none", group="http_status")
             return None
         mime, charset = _mime_and_charset(http.get_header("Content-Type"))
+        sniff = mime is None or mime == "text/plain"
+        if mime not in HTML_MIMES and not sniff:
+            self._drop("not_html")  # decided on the header alone: the payload is never read
+            self.stats.count(mime or "none", group="not_html_mime")
+            return None
         limit = self.params.max_payload_bytes
         try:
             payload = record.content_stream().read(limit + 1)
@@ -349,14 +467,14 @@ class WarcSource(Source):
         except Exception:  # a broken chunked/gzip transfer encoding inside the record
             self._drop("corrupt_payload")
             return None
-        if record.raw_stream.limit > 0 and len(payload) <= limit:
+        if getattr(record.raw_stream, "limit", 0) > 0 and len(payload) <= limit:
             # Content-Length promised more bytes than the record holds.
             self._drop("truncated_record")
             return None
         if len(payload) > limit:
             self._drop("too_large")
             return None
-        if mime not in HTML_MIMES and not (mime in (None, "text/plain") and HTML_SNIFF.match(payload[:1024])):
+        if sniff and not HTML_SNIFF.match(payload[:1024]):
             self._drop("not_html")
             self.stats.count(mime or "none", group="not_html_mime")
             return None
@@ -378,45 +496,12 @@ class WarcSource(Source):
         }
 
 
-class _CorruptRecord(Exception):
-    """A record in a plain WARC did not parse; the reader resyncs on the next version line."""
-
-
-class _Prepend(io.BufferedReader):
-    """A stream with ``head`` pushed back in front of ``stream`` (used after a resync)."""
-
-    def __init__(self, head: bytes, stream: io.BufferedReader) -> None:
-        super().__init__(_Concat(head, stream), CHUNK)  # type: ignore[arg-type]
-
-
-class _Concat(io.RawIOBase):
-    def __init__(self, head: bytes, stream: io.BufferedReader) -> None:
-        self.head = head
-        self.stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:  # type: ignore[override]
-        if self.head:
-            n = min(len(b), len(self.head))
-            b[:n] = self.head[:n]
-            self.head = self.head[n:]
-            return n
-        data = self.stream.read1(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-
-def _skip_blank_lines(stream: io.BufferedReader) -> None:
+def _first_line(stream: io.BufferedReader) -> bytes:
+    """The next line that is not blank (records are separated by CRLF CRLF), or b"" at the end."""
     while True:
-        head = stream.peek(2)[:2]
-        if head == b"\r\n":
-            stream.read(2)
-        elif head[:1] == b"\n":
-            stream.read(1)
-        else:
-            return
+        line = stream.readline(CHUNK)
+        if not line or line.strip(b"\r\n"):
+            return line
 
 
 def _drain(raw) -> None:
@@ -425,5 +510,8 @@ def _drain(raw) -> None:
 
 
 def _is_gzip(path: str) -> bool:
+    """gzip magic at the start, or a ``.gz`` name on a file that does not start as a plain WARC
+    (a gzip WARC whose first bytes are garbage)."""
     with open(path, "rb") as f:
-        return f.read(2) == GZIP_MAGIC[:2]
+        head = f.read(5)
+    return head[:2] == GZIP_MAGIC[:2] or (path.endswith(".gz") and not head.startswith(b"WARC/"))
