@@ -134,3 +134,52 @@ def test_failing_task_fails_the_run_naming_its_input(tmp_path):
     assert "bad.parquet" in res.stderr and "no column 'text'" in res.stderr
     assert "2 attempt(s)" in res.stderr
     assert not (tmp_path / "out" / "stats.json").exists()
+
+
+def test_bad_inputs_are_counted_and_nothing_else_is_lost(tmp_path, big_page):
+    """Through the whole pipeline on Ray: garbage, a legacy charset, an empty page, a 50 MiB page
+    and a truncated gzip member each end up as a counted drop, and every good page comes out."""
+    import warcgen
+
+    prose = " ".join(
+        "Le café crème de la brasserie est servi chaque matin aux habitués du quartier." for _ in range(8)
+    )
+    legacy = (
+        f'<html><head><meta charset="windows-1252"><title>Café</title></head>'
+        f"<body><article><h1>Crème brûlée</h1><p>{prose}</p></article></body></html>"
+    ).encode("cp1252")
+    garbage = b"\x00\xffNOT A WARC RECORD\r\n" * 50
+    truncated = warcgen.response(7)
+    path, _ = warcgen.write(
+        tmp_path / "bad.warc.gz",
+        [
+            warcgen.other(0, "warcinfo"),
+            warcgen.response(1),
+            garbage,
+            warcgen.response(2, legacy, content_type="text/html"),
+            warcgen.response(3, b""),
+            warcgen.response(4, big_page),
+            warcgen.response(5),
+            truncated[: len(truncated) // 2],
+        ],
+    )
+    cfg = write_config(
+        tmp_path / "p.yaml",
+        {
+            "p": {
+                "input": {"format": "warc", "paths": [str(path)]},
+                "output": str(tmp_path / "out"),
+                "stages": [{"url_filter": {}}, {"extract": {}}],
+            }
+        },
+    )
+    res = winnow("run", "p", "-c", str(cfg), "--no-progress")
+    assert res.returncode == 0, res.stderr[-3000:]
+    stats = {s["name"]: s for s in json.loads((tmp_path / "out" / "stats.json").read_text())}
+    assert stats["read"]["dropped"] == {"empty_payload": 1, "gzip_truncated": 1, "record_type:warcinfo": 1}
+    assert stats["read"]["extra"]["garbage_bytes"] == len(garbage)
+    assert stats["extract"]["dropped"] == {"too_large": 1}
+    docs = {d["id"]: d for d in read_docs(tmp_path / "out")}
+    assert sorted(docs) == [warcgen.rid(n) for n in (1, 2, 5)]
+    assert "Le café crème de la brasserie" in docs[warcgen.rid(2)]["text"]
+    assert docs[warcgen.rid(2)]["charset"] == "cp1252"
