@@ -80,6 +80,11 @@ class BarrierContext:
     work: Path
 
 
+def stage_work_dir(run_dir: RunDir, stage: str) -> Path:
+    """A stage's own folder for intermediate files (a barrier's results, read by later tasks)."""
+    return run_dir.work / "stages" / stage
+
+
 # --- the task ------------------------------------------------------------------------------------
 
 
@@ -103,6 +108,7 @@ def run_task(spec: PipelineSpec, root: str, phase: Phase, task: dict) -> dict[st
     started = time.time()
     stages = [s.build() for s in phase.stages]
     for stage in stages:
+        stage.work = stage_work_dir(run_dir, stage.name)
         t0 = time.perf_counter()
         stage.setup()  # model / block-list loading is part of a stage's cost
         stage.stats.seconds += time.perf_counter() - t0
@@ -334,9 +340,10 @@ def _run_barrier(spec: PipelineSpec, run_dir: RunDir, phase: Phase) -> None:
     if done.exists():
         return
     stage = phase.barrier.build()  # type: ignore[union-attr]
-    ctx = BarrierContext(
-        spec, run_dir, phase.index, [Path(t["part"]) for t in phase.tasks], run_dir.phase_dir(phase.index)
-    )
+    work = stage_work_dir(run_dir, stage.name)
+    work.mkdir(parents=True, exist_ok=True)
+    stage.work = work
+    ctx = BarrierContext(spec, run_dir, phase.index, [Path(t["part"]) for t in phase.tasks], work)
     stage.run_barrier(ctx)
     atomic_write_json(done, {"stage": stage.name, "extra": stage.stats.extra})
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from time import perf_counter
 from typing import Any, ClassVar
 
@@ -138,6 +139,8 @@ class Stage:
     def __init__(self, params: Params | None = None) -> None:
         self.params = params if params is not None else self.Params()
         self.stats = StageStats(self.name)
+        # ``_work/stages/<name>/`` of the run, set by the executor before ``setup()``/``run_barrier``
+        self.work: Path | None = None
 
     def setup(self) -> None:
         """Load heavy resources in the worker.  Called once per task before ``transform``."""
