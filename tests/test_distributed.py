@@ -111,3 +111,41 @@ def test_sigkill_midway_then_rerun_gives_the_uninterrupted_output(reference, tmp
     ids = [d["id"] for d in read_docs(out)]
     assert len(ids) == len(set(ids))
     assert not list(out.rglob(".*.tmp")), "temporary files of killed tasks are cleaned up"
+
+
+def _running_task(p: psutil.Process) -> bool:
+    try:
+        return "ray::run_task" in " ".join(p.cmdline())
+    except psutil.Error:  # gone or a zombie meanwhile
+        return False
+
+
+def test_a_worker_killed_mid_task_is_retried_and_the_run_completes(reference, tmp_path):
+    cfg, ref = reference
+    out = tmp_path / "worker-killed"
+    proc = subprocess.Popen(
+        [*WINNOW, "run", "p", "-c", str(cfg), "--output", str(out), "--no-progress"],
+        cwd=REPO,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    killed = None
+    deadline = time.time() + 300
+    try:
+        while killed is None and time.time() < deadline and proc.poll() is None:
+            # Ray titles a worker process "ray::run_task" while it executes one of our tasks
+            busy = [p for p in psutil.Process(proc.pid).children(recursive=True) if _running_task(p)]
+            if busy:
+                killed = busy[0].pid
+                busy[0].kill()
+            time.sleep(0.05)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            _kill_tree(proc.pid)
+    assert killed is not None, "no busy worker was seen"
+    assert proc.returncode == 0, err[-3000:]
+    _same_run(out, ref)
