@@ -385,6 +385,12 @@ def _run_phase(
                     marker = ray.get(ref)
                 except Exception as exc:
                     raise RunFailed(_describe_failure(run_dir, phase, task, exc, spec.max_retries)) from None
+                if not run_dir.marker(phase.index, task["index"]).exists():
+                    raise RunFailed(
+                        f"task {part_name(task['index'])} finished on node {marker['node_id']} "
+                        f"(host {marker['host']}) but its files are not visible here: the run "
+                        f"directory {run_dir.root} must be on storage shared by every node"
+                    )
                 nodes.add(marker["node_id"])
                 done += 1
                 docs += marker["rows"]
