@@ -23,6 +23,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,16 @@ class BarrierContext:
     phase: int
     parts: list[Path]
     work: Path
+
+
+def prepare_stages(run_dir: RunDir, specs: list[StageSpec]) -> None:
+    """Run every stage's driver-side ``prepare()`` (see ``Stage.prepare``)."""
+    registry.load_builtin()
+    for spec in specs:
+        stage = spec.build()
+        stage.work = stage_work_dir(run_dir, stage.name)
+        stage.work.mkdir(parents=True, exist_ok=True)
+        stage.prepare()
 
 
 def stage_work_dir(run_dir: RunDir, stage: str) -> Path:
@@ -298,11 +309,14 @@ def run_pipeline(
         phases = split_phases(spec.stages)
         ray_up: list[Callable[[], None]] = []
 
-        def ensure_ray() -> (
-            None
-        ):  # started only when a task is left to run (a finished run resumes instantly)
+        def ensure_ray() -> None:
+            """Started only when a task is left to run, so a finished run resumes instantly."""
             if not ray_up:
-                ray_up.append(init_ray(address, num_cpus))
+                # stages' driver-side preparation overlaps Ray's start-up (seconds each)
+                with ThreadPoolExecutor(1) as pool:
+                    prepared = pool.submit(prepare_stages, run_dir, spec.stages)
+                    ray_up.append(init_ray(address, num_cpus))
+                    prepared.result()
 
         try:
             run, skipped, nodes = 0, 0, set()

@@ -142,6 +142,12 @@ class Stage:
         # ``_work/stages/<name>/`` of the run, set by the executor before ``setup()``/``run_barrier``
         self.work: Path | None = None
 
+    def prepare(self) -> None:
+        """Driver side, once per run before any task, while Ray starts: build what every task
+        would otherwise rebuild (e.g. a parsed block list) into ``self.work``.  Must be
+        idempotent; ``setup()`` must still work without it (``run_task`` outside the executor)."""
+        return None
+
     def setup(self) -> None:
         """Load heavy resources in the worker.  Called once per task before ``transform``."""
 

@@ -23,6 +23,7 @@ snapshot: no network attempt.
 from __future__ import annotations
 
 import functools
+import io
 import re
 import tarfile
 from collections.abc import Iterable, Sequence
@@ -37,6 +38,7 @@ import xxhash
 from pydantic import Field
 
 from pipeline.registry import register_stage
+from pipeline.rundir import atomic_write_bytes
 from pipeline.stage import FilterStage, Params, Resources
 
 NON_ALNUM = re.compile(r"[^a-z0-9]+")
@@ -96,19 +98,21 @@ def _clean_domain(d: str) -> str:
     return _ascii_host(_strip_www(d.strip().lower().strip("."))) if d.strip() else ""
 
 
-@functools.lru_cache(maxsize=1)
-def _default_lists() -> tuple[np.ndarray, frozenset[str], frozenset[str], frozenset[str], tuple[str, ...]]:
-    """(domain hashes, blocked urls, banned words, soft-banned words, banned sub-words)."""
-    assets = _datatrove_assets()
+UT1_DOMAINS = "ut1_domains.npy"  # sorted unique xxh3-64 hashes of the 4.56 M blocked domains
+UT1_URLS = "ut1_urls.txt"
+
+
+def _build_ut1() -> tuple[np.ndarray, list[str]]:
+    """Parse UT1 from datatrove's tarball: ~1.3-4 CPU-s, most of it hashing 4.56 M domains."""
     domains = np.empty(0, dtype=np.uint64)
-    urls: frozenset[str] = frozenset()
-    with tarfile.open(assets / "url_filterblacklistsv0_3_0.tar.gz", "r:gz") as tar:
+    urls: list[str] = []
+    with tarfile.open(_datatrove_assets() / "url_filterblacklistsv0_3_0.tar.gz", "r:gz") as tar:
         for member in tar:
             if not member.isfile():
                 continue
             lines = tar.extractfile(member).read().split(b"\n")  # type: ignore[union-attr]
             if member.name.endswith("domains"):
-                domains = np.unique(  # sorted once per process, searched by every task
+                domains = np.unique(
                     np.fromiter(
                         (xxhash.xxh3_64_intdigest(line.strip().lower()) for line in lines if line.strip()),
                         dtype=np.uint64,
@@ -116,16 +120,41 @@ def _default_lists() -> tuple[np.ndarray, frozenset[str], frozenset[str], frozen
                 )
             elif member.name.endswith("urls"):
                 # "host/path" entries (no scheme, no www.), matched as prefixes: see _url_prefixes
-                urls = frozenset(
-                    line.decode("utf-8", "replace").strip().rstrip("/") for line in lines if line.strip()
-                )
+                urls = [line.decode("utf-8", "replace").strip().rstrip("/") for line in lines if line.strip()]
+    return domains, urls
+
+
+def prepare_ut1(cache: Path) -> None:
+    """Write the parsed UT1 lists to ``cache`` once per run (on the driver, while Ray starts), so
+    that each worker maps the 36 MB hash array instead of spending seconds rebuilding it."""
+    if (cache / UT1_DOMAINS).exists() and (cache / UT1_URLS).exists():
+        return
+    domains, urls = _build_ut1()
+    buf = io.BytesIO()
+    np.save(buf, domains)
+    atomic_write_bytes(cache / UT1_DOMAINS, buf.getvalue())
+    atomic_write_bytes(cache / UT1_URLS, "\n".join(urls).encode())
+
+
+@functools.lru_cache(maxsize=2)
+def _ut1(cache: Path | None) -> tuple[np.ndarray, frozenset[str]]:
+    if cache is not None and (cache / UT1_DOMAINS).exists() and (cache / UT1_URLS).exists():
+        # mmap: workers on one machine share the pages instead of each holding a copy
+        domains = np.load(cache / UT1_DOMAINS, mmap_mode="r")
+        return domains, frozenset((cache / UT1_URLS).read_text(encoding="utf-8").splitlines())
+    domains, urls = _build_ut1()
+    return domains, frozenset(urls)
+
+
+@functools.lru_cache(maxsize=1)
+def _fineweb_words() -> tuple[frozenset[str], frozenset[str], tuple[str, ...]]:
+    """(banned words, soft-banned words, banned sub-words), normalised as FineWeb does."""
+    assets = _datatrove_assets()
 
     def words(name: str) -> frozenset[str]:
         return frozenset(NON_ALNUM.sub("", w.lower()) for w in _read_list(assets / name))
 
     return (
-        domains,
-        urls,
         words("banned_words.txt"),
         words("soft_banned_words.txt"),
         tuple(sorted(words("banned_subwords.txt"))),
@@ -149,7 +178,7 @@ class DomainSet:
 
     @classmethod
     def from_names(cls, names: Iterable[str], default: np.ndarray | None = None) -> DomainSet:
-        """``default`` must already be sorted and unique (``_default_lists`` makes it so)."""
+        """``default`` must already be sorted and unique (``_build_ut1`` makes it so)."""
         mine = np.fromiter((_hash(d) for d in map(_clean_domain, names) if d), dtype=np.uint64)
         return cls(np.unique(mine), *([] if default is None else [default]))
 
@@ -200,6 +229,10 @@ class UrlFilter(FilterStage):
     Params = UrlFilterParams
     resources = Resources(cpus=1, memory_mb=1024)
 
+    def prepare(self) -> None:
+        if self.params.default_lists and self.work is not None:
+            prepare_ut1(self.work)
+
     def setup(self) -> None:
         p = self.params
         block_names = list(p.block_domains) + [d for f in p.block_domains_files for d in _read_list(f)]
@@ -207,16 +240,14 @@ class UrlFilter(FilterStage):
         substrings = list(p.block_url_substrings) + [
             s for f in p.block_url_substrings_files for s in _read_list(f)
         ]
+        dom_hashes: np.ndarray | None = None
+        self.blocked_urls: frozenset[str] = frozenset()
+        self.banned: frozenset[str] = frozenset()
+        self.soft_banned: frozenset[str] = frozenset()
+        subwords: tuple[str, ...] = ()
         if p.default_lists:
-            dom_hashes, self.blocked_urls, self.banned, self.soft_banned, subwords = _default_lists()
-        else:
-            dom_hashes, self.blocked_urls, self.banned, self.soft_banned, subwords = (
-                None,
-                frozenset(),
-                frozenset(),
-                frozenset(),
-                (),
-            )
+            dom_hashes, self.blocked_urls = _ut1(self.work)
+            self.banned, self.soft_banned, subwords = _fineweb_words()
         self.blocked = DomainSet.from_names(block_names, dom_hashes)
         self.allowed = DomainSet.from_names(allow_names)
         self.substrings = tuple(s.lower() for s in substrings if s)

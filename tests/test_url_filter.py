@@ -7,11 +7,12 @@ import socket
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from pipeline.stage import StageRunner
-from stages.url_filter import UrlFilter, UrlFilterParams, _default_lists, _tld_extractor
+from stages.url_filter import UT1_DOMAINS, UrlFilter, UrlFilterParams, _fineweb_words, _tld_extractor, _ut1
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev_web.warc.gz"
 
@@ -35,7 +36,8 @@ def default_filter() -> UrlFilter:
 
 
 def test_default_lists_are_loaded():
-    domains, urls, banned, soft, subwords = _default_lists()
+    domains, urls = _ut1(None)
+    banned, soft, subwords = _fineweb_words()
     assert len(domains) > 4_500_000
     assert len(urls) > 19_000
     assert {"2g1c", "porn", "xxx"} <= banned
@@ -241,7 +243,8 @@ def test_no_network_attempt_and_no_warnings(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    _default_lists.cache_clear()
+    _ut1.cache_clear()
+    _fineweb_words.cache_clear()
     _tld_extractor.cache_clear()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -249,6 +252,25 @@ def test_no_network_attempt_and_no_warnings(monkeypatch):
         got = reasons(f, ["https://pornhub.com/", "https://docs.python.org/3/", "https://a.b.c.co.uk/x"])
     assert got == ["blocked_domain", None, None]
     assert attempts == []
+
+
+def test_prepared_cache_is_what_workers_load(tmp_path):
+    """prepare() (driver) writes the parsed lists once; setup() (workers) maps them: same decisions."""
+    stage = UrlFilter(UrlFilterParams())
+    stage.work = tmp_path
+    stage.prepare()
+    cached = np.load(tmp_path / UT1_DOMAINS, mmap_mode="r")
+    built, built_urls = _ut1(None)
+    assert np.array_equal(cached, built)
+    assert bool(np.all(cached[1:] > cached[:-1]))  # sorted and unique: searchsorted relies on it
+    stage.setup()
+    assert isinstance(stage.blocked.parts[-1], np.memmap)
+    assert stage.blocked_urls == built_urls
+    urls = ["https://pornhub.com/", "https://docs.python.org/3/", "http://home.tiscali.cz/retyguf/public/x"]
+    assert reasons(stage, urls) == reasons(make(), urls)
+    mtime = (tmp_path / UT1_DOMAINS).stat().st_mtime_ns
+    stage.prepare()  # idempotent: a resumed run does not rebuild it
+    assert (tmp_path / UT1_DOMAINS).stat().st_mtime_ns == mtime
 
 
 @pytest.mark.skipif(not SAMPLE.exists(), reason=f"{SAMPLE} is not available")
