@@ -98,6 +98,13 @@ def _clean_domain(d: str) -> str:
     return _ascii_host(_strip_www(d.strip().lower().strip("."))) if d.strip() else ""
 
 
+def sorted_unique(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values.  numpy 2.4's ``np.unique`` takes a hash-table path that needs
+    ~2.5 s for UT1's 4.56 M hashes; an in-place sort plus a neighbour compare needs ~0.3 s."""
+    a = np.sort(a)
+    return a[np.concatenate(([True], a[1:] != a[:-1]))] if len(a) else a
+
+
 UT1_DOMAINS = "ut1_domains.npy"  # sorted unique xxh3-64 hashes of the 4.56 M blocked domains
 UT1_URLS = "ut1_urls.txt"
 
@@ -112,7 +119,7 @@ def _build_ut1() -> tuple[np.ndarray, list[str]]:
                 continue
             lines = tar.extractfile(member).read().split(b"\n")  # type: ignore[union-attr]
             if member.name.endswith("domains"):
-                domains = np.unique(
+                domains = sorted_unique(
                     np.fromiter(
                         (xxhash.xxh3_64_intdigest(line.strip().lower()) for line in lines if line.strip()),
                         dtype=np.uint64,
@@ -180,7 +187,7 @@ class DomainSet:
     def from_names(cls, names: Iterable[str], default: np.ndarray | None = None) -> DomainSet:
         """``default`` must already be sorted and unique (``_build_ut1`` makes it so)."""
         mine = np.fromiter((_hash(d) for d in map(_clean_domain, names) if d), dtype=np.uint64)
-        return cls(np.unique(mine), *([] if default is None else [default]))
+        return cls(sorted_unique(mine), *([] if default is None else [default]))
 
     def __len__(self) -> int:
         return sum(len(h) for h in self.parts)
