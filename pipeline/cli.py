@@ -69,7 +69,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from pipeline.executor import RunFailed, run_pipeline
-    from pipeline.stats import print_stats
 
     console = Console(stderr=True)
     columns = [
@@ -89,27 +88,35 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         failure: RunFailed | None = None
         try:
-            result = run_pipeline(
+            run_pipeline(
                 spec,
                 output=args.output,
                 address=args.address,
                 fresh=args.fresh,
                 num_cpus=args.num_cpus,
                 progress=progress,
+                on_done=lambda result: report(bar, result),
             )
         except RunFailed as exc:
             failure = exc
     if failure is not None:  # printed after the progress bar is gone, unwrapped (it names paths)
         print(f"winnow: run failed: {failure}", file=sys.stderr)
         return 1
+    return 0
+
+
+def report(bar, result) -> None:
+    """Shown as soon as the run's files are written (before a local Ray shuts down)."""
+    from pipeline.stats import print_stats
+
+    bar.stop()
     if result.tasks_skipped:
         print(
             f"resumed: {result.tasks_skipped} finished task(s) skipped, {result.tasks_run} run",
             file=sys.stderr,
         )
     print_stats(result.stats)
-    print(f"output: {result.run_dir.root}")
-    return 0
+    print(f"output: {result.run_dir.root}", flush=True)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:

@@ -280,7 +280,12 @@ def init_ray(address: str | None, num_cpus: int | None) -> Callable[[], None]:
         import shutil
 
         ray.shutdown()
-        shutil.rmtree(tmp, ignore_errors=True)
+        # Ray processes may still be closing their logs for a moment after shutdown() returns.
+        for _ in range(5):
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not os.path.exists(tmp):
+                break
+            time.sleep(0.2)
 
     return stop
 
@@ -292,10 +297,12 @@ def run_pipeline(
     fresh: bool = False,
     num_cpus: int | None = None,
     progress: Callable[[str, int, int, int], None] | None = None,
+    on_done: Callable[[RunResult], None] | None = None,
 ) -> RunResult:
     """Run (or resume) a pipeline; returns when every task finished, else raises ``RunFailed``.
 
-    ``progress(phase_label, tasks_done, tasks_total, docs_out)`` is called as tasks finish.
+    ``progress(phase_label, tasks_done, tasks_total, docs_out)`` is called as tasks finish, and
+    ``on_done(result)`` once the run's files are written, before a local Ray is stopped.
     """
     registry.load_builtin()
     run_dir = RunDir(output or spec.output)
@@ -330,13 +337,16 @@ def run_pipeline(
                     _run_barrier(spec, run_dir, phase)
                 r, s, n = _run_phase(spec, run_dir, phase, progress, ensure_ray)
                 run, skipped, nodes = run + r, skipped + s, nodes | n
+            stats = merge_stats(run_dir, phases)
+            atomic_write_json(run_dir.stats_file, stats)
+            _write_manifest(spec, run_dir, phases, stats)
+            result = RunResult(run_dir, stats, run, skipped, nodes)
+            if on_done is not None:  # the user sees the results before Ray's ~1 s shutdown
+                on_done(result)
         finally:
             for stop in ray_up:
                 stop()
-        stats = merge_stats(run_dir, phases)
-        atomic_write_json(run_dir.stats_file, stats)
-        _write_manifest(spec, run_dir, phases, stats)
-    return RunResult(run_dir, stats, run, skipped, nodes)
+    return result
 
 
 def _tasks_after(run_dir: RunDir, prev: Phase, last: bool) -> list[dict]:
@@ -369,6 +379,8 @@ def _run_phase(
 
     label = f"phase {phase.index}" if phase.index else "running"
     todo = [t for t in phase.tasks if not run_dir.marker(phase.index, t["index"]).exists()]
+    # Largest inputs first, so that a big shard does not start last and leave the other CPUs idle.
+    todo.sort(key=lambda t: -_task_bytes(t))
     skipped = len(phase.tasks) - len(todo)
     docs = sum(
         read_json(run_dir.marker(phase.index, t["index"]))["rows"] for t in phase.tasks if t not in todo
@@ -414,6 +426,16 @@ def _run_phase(
         for ref in pending:
             ray.cancel(ref, force=True)
     return len(todo), skipped, nodes
+
+
+def _task_bytes(task: dict) -> int:
+    if "part" in task:
+        return os.path.getsize(task["part"])
+    shard = task["shard"]
+    if shard["unit"] != "bytes":  # row-group ranges: the file size is a fair enough proxy
+        return os.path.getsize(shard["path"])
+    end = shard["end"] if shard["end"] is not None else os.path.getsize(shard["path"])
+    return end - shard["start"]
 
 
 def _describe_failure(run_dir: RunDir, phase: Phase, task: dict, exc: Exception, retries: int) -> str:

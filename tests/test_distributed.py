@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 
 import psutil
@@ -81,10 +83,12 @@ def test_sigkill_midway_then_rerun_gives_the_uninterrupted_output(reference, tmp
     cfg, ref = reference
     out = tmp_path / "killed"
     total = len(markers(ref))
+    # A SIGKILLed driver cannot remove its Ray temp dir: give it one this test removes.
+    ray_tmp = tempfile.mkdtemp(prefix="wk")  # short: Ray's unix socket paths are limited
     proc = subprocess.Popen(
         [*WINNOW, "run", "p", "-c", str(cfg), "--output", str(out), "--no-progress"],
         cwd=REPO,
-        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        env={**os.environ, "RAY_AUTH_MODE": "disabled", "TMPDIR": ray_tmp},
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -100,6 +104,7 @@ def test_sigkill_midway_then_rerun_gives_the_uninterrupted_output(reference, tmp
     finally:
         _kill_tree(proc.pid)  # the driver, its raylet/GCS and every worker: all started by this test
         proc.wait(timeout=30)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     finished = len(list(done_dir.glob("*.json")))
     assert 0 < finished < total
     assert not (out / "stats.json").exists()
