@@ -22,6 +22,7 @@ underestimate.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -316,3 +317,19 @@ def machine_info(packages: list[str]) -> dict[str, Any]:
 def write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+
+
+def add_measurement_args(ap: argparse.ArgumentParser) -> None:
+    """The options every benchmark here shares: re-measure noisy runs, wait for a quiet machine."""
+    ap.add_argument(
+        "--attempts",
+        type=int,
+        default=3,
+        help="measure a run again, up to this many times, while other work used > 10%% of the CPUs",
+    )
+    ap.add_argument(
+        "--no-wait-quiet",
+        dest="wait_quiet",
+        action="store_false",
+        help="start each run at once instead of waiting (<= 5 min) for the machine to be idle",
+    )

@@ -363,18 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warc", type=Path, default=DEV_WARC)
     ap.add_argument("--json", type=Path, default=None, help="write every run and the summaries here")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (outputs, logs)")
-    ap.add_argument(
-        "--attempts",
-        type=int,
-        default=3,
-        help="measure a run again, up to this many times, while other work used > 10%% of the CPUs",
-    )
-    ap.add_argument(
-        "--no-wait-quiet",
-        dest="wait_quiet",
-        action="store_false",
-        help="start each run at once instead of waiting (<= 5 min) for the machine to be idle",
-    )
+    benchutil.add_measurement_args(ap)
     ap.add_argument(
         "--profile-task",
         choices=[

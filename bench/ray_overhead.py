@@ -166,18 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inputs", default=",".join(INPUTS), help=f"comma-separated: {', '.join(INPUTS)}")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--profile", action="store_true", help="cProfile one loop run on the sample")
-    ap.add_argument(
-        "--attempts",
-        type=int,
-        default=3,
-        help="measure a run again, up to this many times, while other work used > 10%% of the CPUs",
-    )
-    ap.add_argument(
-        "--no-wait-quiet",
-        dest="wait_quiet",
-        action="store_false",
-        help="start each run at once instead of waiting (<= 5 min) for the machine to be idle",
-    )
+    benchutil.add_measurement_args(ap)
     ap.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
