@@ -148,13 +148,17 @@ def child_winnow(engine: str, warc: Path, split_bytes: int | None, out: Path, wo
     ray_times: dict[str, float] = {}
     benchutil.time_winnow_ray(ray_times)  # Ray start/stop timed inside run_pipeline's own flow
     start = time.perf_counter()
-    result = run_pipeline(spec, output=out, fresh=True, num_cpus=workers)
+    done_at: list[float] = []  # when the results are written and shown, before Ray's shutdown
+    result = run_pipeline(
+        spec, output=out, fresh=True, num_cpus=workers, on_done=lambda _: done_at.append(time.perf_counter())
+    )
     wall = time.perf_counter() - start
     stats = {s["name"]: s for s in result.stats}
     markers = sorted((out / "_work" / "phase-0" / "done").glob("*.json"))
     ray_start, ray_stop = ray_times.get("ray_start", 0.0), ray_times.get("ray_stop", 0.0)
     return {
         "wall_s": round(wall, 3),
+        "results_s": round(done_at[0] - start, 3),
         "phases_s": {
             "ray_start": round(ray_start, 3),
             "run": round(wall - ray_start - ray_stop, 3),
