@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -142,3 +143,4 @@ class TwoNodeCluster:
                 v.kill()
         for p in self.procs:
             p.wait(timeout=10)
+        shutil.rmtree(self.tmp, ignore_errors=True)
