@@ -25,6 +25,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,6 @@ from pipeline.config import PipelineSpec, StageSpec
 from pipeline.rundir import PartWriter, RunDir, atomic_write_json, part_name, read_json, write_table_atomic
 from pipeline.source import Shard
 from pipeline.stage import Resources, StageRunner, StageStats
-
-__version__ = "0.1.0"
 
 
 class RunFailed(Exception):
@@ -479,7 +478,7 @@ def _write_manifest(spec: PipelineSpec, run_dir: RunDir, phases: list[Phase], st
         run_dir.manifest_file,
         {
             "pipeline": spec.name,
-            "winnow_version": __version__,
+            "winnow_version": metadata.version("winnow"),
             "config_file": str(spec.config_file),
             "config_hash": spec.config_hash(),
             "config": spec.resolved(),

@@ -8,7 +8,7 @@ saw, ``docs_out`` the documents it passed on, and ``dropped`` why the others wer
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -69,27 +69,23 @@ class Source:
     def read(self, shard: Shard) -> Iterator[pa.RecordBatch]:
         raise NotImplementedError
 
-
-class BatchBuilder:
-    """Accumulates row dicts and emits record batches of a fixed schema."""
-
-    def __init__(self, schema: pa.Schema, max_rows: int, max_bytes: int) -> None:
-        self.schema = schema
-        self.max_rows = max_rows
-        self.max_bytes = max_bytes
-        self.rows: list[dict] = []
-        self.nbytes = 0
-
-    def add(self, row: dict, nbytes: int) -> pa.RecordBatch | None:
-        self.rows.append(row)
-        self.nbytes += nbytes
-        if len(self.rows) >= self.max_rows or self.nbytes >= self.max_bytes:
-            return self.flush()
-        return None
-
-    def flush(self) -> pa.RecordBatch | None:
-        if not self.rows:
-            return None
-        batch = pa.RecordBatch.from_pylist(self.rows, schema=self.schema)
-        self.rows, self.nbytes = [], 0
-        return batch
+    def batches(
+        self,
+        rows: Iterable[dict | None],
+        payload: str,
+        to_batch: Callable[[list[dict]], pa.RecordBatch],
+    ) -> Iterator[pa.RecordBatch]:
+        """Group rows (``None`` = not a document) into batches of ``BATCH_ROWS`` rows, cut early
+        at ``BATCH_BYTES`` characters of the ``payload`` column."""
+        pending: list[dict] = []
+        size = 0
+        for row in rows:
+            if row is None:
+                continue
+            pending.append(row)
+            size += len(row[payload])
+            if len(pending) >= self.BATCH_ROWS or size >= self.BATCH_BYTES:
+                yield to_batch(pending)
+                pending, size = [], 0
+        if pending:
+            yield to_batch(pending)

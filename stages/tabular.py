@@ -73,20 +73,6 @@ class _TabularSource(Source):
         self.stats.docs_out += 1
         return row
 
-    def _emit(self, rows: Iterator[dict | None], path: str) -> Iterator[pa.RecordBatch]:
-        pending: list[dict] = []
-        nbytes = 0
-        for row in rows:
-            if row is None:
-                continue
-            pending.append(row)
-            nbytes += len(row["text"])
-            if len(pending) >= self.BATCH_ROWS or nbytes >= self.BATCH_BYTES:
-                yield self._to_batch(pending, path)
-                pending, nbytes = [], 0
-        if pending:
-            yield self._to_batch(pending, path)
-
     def _to_batch(self, rows: list[dict], path: str) -> pa.RecordBatch:
         # Columns are the union of the rows' fields (from_pylist alone would keep only the first
         # row's keys and silently lose fields that appear later).
@@ -120,7 +106,7 @@ class JsonlSource(_TabularSource):
         return shards
 
     def read(self, shard: Shard) -> Iterator[pa.RecordBatch]:
-        yield from self._emit(self._records(shard), shard.path)
+        yield from self.batches(self._records(shard), "text", lambda rows: self._to_batch(rows, shard.path))
 
     def _records(self, shard: Shard) -> Iterator[dict | None]:
         name = os.path.basename(shard.path)

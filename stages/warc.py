@@ -53,7 +53,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from pipeline.registry import register_source
-from pipeline.source import BatchBuilder, InputParams, MiB, Shard, Source, byte_range_shards
+from pipeline.source import InputParams, MiB, Shard, Source, byte_range_shards
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
 CHUNK = 1 * MiB
@@ -291,18 +291,18 @@ class WarcSource(Source):
         from warcio.recordloader import ArcWarcRecordLoader
 
         self._loader = ArcWarcRecordLoader()
-        builder = BatchBuilder(SCHEMA, self.BATCH_ROWS, self.BATCH_BYTES)
         self.stats.bytes_in += (shard.end or os.path.getsize(shard.path)) - shard.start
         records = self._gzip_records(shard) if _is_gzip(shard.path) else self._plain_records(shard)
-        for row in records:
-            self.stats.docs_out += 1
-            self.stats.bytes_out += len(row["html"].encode("utf-8", "surrogatepass"))
-            batch = builder.add(row, len(row["html"]))
-            if batch is not None:
-                yield batch
-        batch = builder.flush()
-        if batch is not None:
-            yield batch
+
+        def counted(rows: Iterator[dict]) -> Iterator[dict]:
+            for row in rows:
+                self.stats.docs_out += 1
+                self.stats.bytes_out += len(row["html"].encode("utf-8", "surrogatepass"))
+                yield row
+
+        yield from self.batches(
+            counted(records), "html", lambda rows: pa.RecordBatch.from_pylist(rows, SCHEMA)
+        )
 
     # --- framing -------------------------------------------------------------------------------
 

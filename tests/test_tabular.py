@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import itertools
 import json
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from warcgen import read, whole
+from warcgen import check_byte_range_plan, read, whole
 
 from pipeline.source import Shard
 from stages.tabular import JsonlSource, ParquetSource
@@ -140,13 +139,7 @@ def _big_jsonl(tmp_path: Path) -> Path:
 
 
 def test_jsonl_plan_splits_by_bytes(tmp_path):
-    path = _big_jsonl(tmp_path)
-    size = path.stat().st_size
-    shards = JsonlSource(JsonlSource.Params(paths=[str(path)], split_bytes=4096)).plan([str(path)])
-    assert len(shards) == -(-size // 4096)
-    assert shards[0].start == 0 and shards[-1].end is None
-    assert all(a.end == b.start for a, b in itertools.pairwise(shards))
-    assert JsonlSource(JsonlSource.Params(paths=[str(path)])).plan([str(path)]) == [Shard(str(path))]
+    check_byte_range_plan(JsonlSource, _big_jsonl(tmp_path))
 
 
 @pytest.mark.parametrize("split", [4096, 4097, 5003, 7777, 65536])

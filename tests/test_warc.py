@@ -8,13 +8,13 @@ that ``docs_in - docs_out == sum(dropped)``.
 from __future__ import annotations
 
 import gzip
-import itertools
 import zlib
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from warcgen import (
+    check_byte_range_plan,
     date,
     gzip_member,
     http_block,
@@ -561,14 +561,7 @@ def _clean_file(tmp_path: Path, n: int = 80) -> Path:
 
 
 def test_plan(tmp_path):
-    path = _clean_file(tmp_path)
-    size = path.stat().st_size
-    shards = WarcSource(WarcSource.Params(paths=[str(path)], split_bytes=4096)).plan([str(path)])
-    assert len(shards) == -(-size // 4096)
-    assert shards[0].start == 0 and shards[-1].end is None
-    assert all(a.end == b.start for a, b in itertools.pairwise(shards))
-
-    assert WarcSource(WarcSource.Params(paths=[str(path)])).plan([str(path)]) == [Shard(str(path))]
+    check_byte_range_plan(WarcSource, _clean_file(tmp_path))
 
     plain, _ = write(tmp_path / "p.warc", [response(i, gzip=False) for i in range(40)])
     assert plain.stat().st_size > 4096

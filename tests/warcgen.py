@@ -204,3 +204,14 @@ def read(source_cls: type[Source], paths: list, shards: list[Shard] | None = Non
 
 def whole(path: Path) -> list[Shard]:
     return [Shard(str(path))]
+
+
+def check_byte_range_plan(source_cls: type[Source], path: Path, split_bytes: int = 4096) -> None:
+    """``plan()`` cuts ``path`` into contiguous ranges of ``split_bytes``; the default is one shard."""
+    import itertools
+
+    shards = source_cls(source_cls.Params(paths=[str(path)], split_bytes=split_bytes)).plan([str(path)])
+    assert len(shards) == -(-path.stat().st_size // split_bytes)
+    assert shards[0].start == 0 and shards[-1].end is None
+    assert all(a.end == b.start for a, b in itertools.pairwise(shards))
+    assert source_cls(source_cls.Params(paths=[str(path)])).plan([str(path)]) == [Shard(str(path))]
