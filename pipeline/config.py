@@ -152,7 +152,9 @@ def _resolve_path_fields(params: Params, base: Path) -> tuple[Params, list[str]]
     update, missing = {}, []
     for name in getattr(params, "path_fields", ()):
         value = getattr(params, name)
-        paths = [value] if isinstance(value, str) else list(value or [])
+        if value is None:  # an optional file left unset
+            continue
+        paths = [value] if isinstance(value, str) else list(value)
         resolved = [str(p if os.path.isabs(p) else (base / p).resolve()) for p in paths]
         missing += [
             f"{name}: file {p!r} not found (relative to {base})"
