@@ -42,19 +42,6 @@ import benchutil  # noqa: E402
 DEV_WARC = Path("/work/shared/data/dev_web.warc.gz")
 DEFAULT_TEXTS = Path("/tmp/winnow-bench/dev_texts")
 FILTERS = ("gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality")  # FineWeb's order
-# datatrove's reason names -> ours (repetition, C4 and FineWeb reasons have the same names)
-DATATROVE_REASONS = {
-    "gopher_short_doc": "short_doc",
-    "gopher_long_doc": "long_doc",
-    "gopher_below_avg_threshold": "short_mean_word_length",
-    "gopher_above_avg_threshold": "long_mean_word_length",
-    "gopher_too_many_hashes": "too_many_hashes",
-    "gopher_too_many_ellipsis": "too_many_ellipsis",
-    "gopher_too_many_bullets": "too_many_bullets",
-    "gopher_too_many_end_ellipsis": "too_many_end_ellipsis",
-    "gopher_below_alpha_threshold": "below_alpha_threshold",
-    "gopher_enough_stop_words": "not_enough_stop_words",
-}
 
 
 def ensure_texts(texts_dir: Path) -> Path:
@@ -113,6 +100,8 @@ def winnow_stage(name: str):
 def datatrove_decision(result: Any) -> str | None:
     if result is True:
         return None
+    from stages.quality import DATATROVE_REASONS
+
     reason = result[1] if isinstance(result, tuple) else "dropped"
     return DATATROVE_REASONS.get(reason, reason)
 

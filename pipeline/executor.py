@@ -71,13 +71,106 @@ def task_resources(stages: list[StageSpec]) -> Resources:
 
 @dataclass
 class BarrierContext:
-    """What a barrier stage's ``run_barrier`` gets: the previous phase's parts and a work dir."""
+    """What a barrier stage's ``run_barrier`` gets: the previous phase's parts (``tasks``: their
+    ``index`` and ``part`` path; the next phase's task of the same index reads the same part), a
+    work dir, and ``map`` to fan work out as resumable Ray tasks."""
 
     spec: PipelineSpec
     run_dir: RunDir
     phase: int
     parts: list[Path]
     work: Path
+    tasks: list[dict] = field(default_factory=list)
+    progress: Callable | None = None
+
+    def map(
+        self,
+        step: str,
+        fn: Callable[..., dict],
+        items: dict[str, dict],
+        resources: Resources | None = None,
+    ) -> dict[str, dict]:
+        """Run ``fn(**items[key])`` for every key and return key -> ``fn``'s (JSON) result, with
+        the item's duration added as ``seconds``.
+
+        Each item is one Ray task (run in this process when Ray is not running: tests, benches).
+        ``fn`` writes its own files atomically and lists them in its result as ``"files":
+        {path: size}``.  The result is kept as a marker under ``_work/phase-K/steps/<step>/``; a
+        rerun (resume after a crash) skips an item whose marker exists *and* whose files are all
+        there with the recorded sizes, and runs it again otherwise.  Items must be deterministic
+        (same input, same output), so a rerun changes nothing.
+        """
+        folder = self.run_dir.phase_dir(self.phase) / "steps" / step
+        results: dict[str, dict] = {}
+        todo: list[str] = []
+        for key in items:
+            marker = folder / f"{key}.json"
+            done = read_json(marker) if marker.exists() else None
+            if done is not None and _files_intact(done.get("files", {})):
+                results[key] = done
+            else:
+                todo.append(key)
+        label = f"phase {self.phase} {step}"
+        if self.progress:
+            self.progress(label, len(results), len(items), 0)
+        if not todo:
+            return results
+        import ray
+
+        def finish(key: str, result: dict) -> None:
+            atomic_write_json(folder / f"{key}.json", result)
+            results[key] = result
+            if self.progress:
+                self.progress(label, len(results), len(items), 0)
+
+        if not ray.is_initialized():
+            for key in todo:
+                finish(key, _timed_call(fn, items[key]))
+            return results
+        res = resources or Resources()
+        remote = ray.remote(_timed_call).options(
+            num_cpus=res.cpus,
+            memory=res.memory_mb * 1024 * 1024,
+            max_retries=self.spec.max_retries,
+            retry_exceptions=True,
+        )
+        pending = {remote.remote(fn, items[key]): key for key in todo}
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    key = pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except Exception as exc:
+                        log = self.run_dir.work / "errors" / f"phase-{self.phase}-{step}-{key}.txt"
+                        log.parent.mkdir(parents=True, exist_ok=True)
+                        log.write_text("".join(traceback.format_exception(exc)))
+                        cause = getattr(exc, "cause", None) or exc
+                        raise RunFailed(
+                            f"{step} task {key} (phase {self.phase}) failed after "
+                            f"{self.spec.max_retries + 1} attempt(s): {type(cause).__name__}: {cause}\n"
+                            f"full traceback: {log}"
+                        ) from None
+                    finish(key, result)
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+        return results
+
+
+def _timed_call(fn: Callable[..., dict], kwargs: dict) -> dict:
+    """``fn(**kwargs)`` with its duration added as ``seconds`` (summed into the stage's time)."""
+    start = time.perf_counter()
+    result = fn(**kwargs)
+    return {**result, "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _files_intact(files: dict[str, int]) -> bool:
+    try:
+        return all(os.path.getsize(path) == size for path, size in files.items())
+    except OSError:
+        return False
 
 
 def prepare_stages(run_dir: RunDir, specs: list[StageSpec]) -> None:
@@ -119,6 +212,7 @@ def run_task(spec: PipelineSpec, root: str, phase: Phase, task: dict) -> dict[st
     stages = [s.build() for s in phase.stages]
     for stage in stages:
         stage.work = stage_work_dir(run_dir, stage.name)
+        stage.task = task
         t0 = time.perf_counter()
         stage.setup()  # model / block-list loading is part of a stage's cost
         stage.stats.seconds += time.perf_counter() - t0
@@ -333,7 +427,7 @@ def run_pipeline(
                 else:
                     phase.tasks = _tasks_after(run_dir, phases[phase.index - 1], last)
                     ensure_ray()
-                    _run_barrier(spec, run_dir, phase)
+                    _run_barrier(spec, run_dir, phase, progress)
                 r, s, n = _run_phase(spec, run_dir, phase, progress, ensure_ray)
                 run, skipped, nodes = run + r, skipped + s, nodes | n
             stats = merge_stats(run_dir, phases)
@@ -358,7 +452,7 @@ def _tasks_after(run_dir: RunDir, prev: Phase, last: bool) -> list[dict]:
     return tasks
 
 
-def _run_barrier(spec: PipelineSpec, run_dir: RunDir, phase: Phase) -> None:
+def _run_barrier(spec: PipelineSpec, run_dir: RunDir, phase: Phase, progress: Callable | None = None) -> None:
     done = run_dir.phase_dir(phase.index) / "barrier.json"
     if done.exists():
         return
@@ -366,9 +460,10 @@ def _run_barrier(spec: PipelineSpec, run_dir: RunDir, phase: Phase) -> None:
     work = stage_work_dir(run_dir, stage.name)
     work.mkdir(parents=True, exist_ok=True)
     stage.work = work
-    ctx = BarrierContext(spec, run_dir, phase.index, [Path(t["part"]) for t in phase.tasks], work)
+    parts = [Path(t["part"]) for t in phase.tasks]
+    ctx = BarrierContext(spec, run_dir, phase.index, parts, work, list(phase.tasks), progress)
     stage.run_barrier(ctx)
-    atomic_write_json(done, {"stage": stage.name, "extra": stage.stats.extra})
+    atomic_write_json(done, {"stage": stage.name, "extra": stage.stats.extra, "seconds": stage.stats.seconds})
 
 
 def _run_phase(
@@ -460,9 +555,9 @@ def merge_stats(run_dir: RunDir, phases: list[Phase]) -> list[dict]:
                 part = StageStats.from_dict(entry)
                 merged.setdefault(part.name, StageStats(part.name)).merge(part)
         if phase.barrier is not None:
-            extra = read_json(run_dir.phase_dir(phase.index) / "barrier.json")["extra"]
+            barrier = read_json(run_dir.phase_dir(phase.index) / "barrier.json")
             merged.setdefault(phase.barrier.name, StageStats(phase.barrier.name)).merge(
-                StageStats(phase.barrier.name, extra=extra)
+                StageStats(phase.barrier.name, extra=barrier["extra"], seconds=barrier.get("seconds", 0.0))
             )
     order = ["read"] + [s.name for p in phases for s in p.stages]
     return [merged[name].to_dict() for name in order if name in merged]

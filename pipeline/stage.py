@@ -141,6 +141,9 @@ class Stage:
         self.stats = StageStats(self.name)
         # ``_work/stages/<name>/`` of the run, set by the executor before ``setup()``/``run_barrier``
         self.work: Path | None = None
+        # the task this stage runs in (``index``; ``shard`` in phase 0, ``part`` after a barrier),
+        # set by the executor before ``setup()``
+        self.task: dict[str, Any] | None = None
 
     def prepare(self) -> None:
         """Driver side, once per run before any task, while Ray starts: build what every task

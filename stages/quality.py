@@ -42,6 +42,20 @@ from pipeline.registry import register_stage
 from pipeline.stage import Params, Resources, Stage
 from stages.words import WordSplitter, splitter_for, stop_words_for, unsegmented_script
 
+# datatrove's names of the same drop reasons, where they differ (repetition, C4 and FineWeb
+# reasons have the same names); for comparing with datatrove's filters (bench, tests)
+DATATROVE_REASONS = {
+    "gopher_short_doc": "short_doc",
+    "gopher_long_doc": "long_doc",
+    "gopher_below_avg_threshold": "short_mean_word_length",
+    "gopher_above_avg_threshold": "long_mean_word_length",
+    "gopher_too_many_hashes": "too_many_hashes",
+    "gopher_too_many_ellipsis": "too_many_ellipsis",
+    "gopher_too_many_bullets": "too_many_bullets",
+    "gopher_too_many_end_ellipsis": "too_many_end_ellipsis",
+    "gopher_below_alpha_threshold": "below_alpha_threshold",
+    "gopher_enough_stop_words": "not_enough_stop_words",
+}
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 POLICY_SUBSTRINGS = (
     "terms of use",

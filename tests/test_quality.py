@@ -24,7 +24,14 @@ from helpers import read_docs, winnow, write_config
 
 from pipeline.config import ConfigError, load_pipelines
 from pipeline.stage import StageRunner
-from stages.quality import C4Quality, FineWebQuality, GopherQuality, GopherRepetition, QualityFilter
+from stages.quality import (
+    DATATROVE_REASONS,
+    C4Quality,
+    FineWebQuality,
+    GopherQuality,
+    GopherRepetition,
+    QualityFilter,
+)
 from stages.words import splitter_for, stop_words_for
 
 FILTERS = (GopherQuality, GopherRepetition, C4Quality, FineWebQuality)
@@ -617,20 +624,6 @@ def annotated(cls: type[QualityFilter], texts, languages=None, **params) -> tupl
     return out.to_pylist(), stage
 
 
-DATATROVE_NAMES = {
-    "gopher_short_doc": "short_doc",
-    "gopher_long_doc": "long_doc",
-    "gopher_below_avg_threshold": "short_mean_word_length",
-    "gopher_above_avg_threshold": "long_mean_word_length",
-    "gopher_too_many_hashes": "too_many_hashes",
-    "gopher_too_many_ellipsis": "too_many_ellipsis",
-    "gopher_too_many_bullets": "too_many_bullets",
-    "gopher_too_many_end_ellipsis": "too_many_end_ellipsis",
-    "gopher_below_alpha_threshold": "below_alpha_threshold",
-    "gopher_enough_stop_words": "not_enough_stop_words",
-}
-
-
 def datatrove_decision(cls: type[QualityFilter], text: str, language: str) -> tuple[str | None, str]:
     """(our name of datatrove's drop reason or None, the text after the filter)."""
     from datatrove.data import Document
@@ -653,7 +646,7 @@ def datatrove_decision(cls: type[QualityFilter], text: str, language: str) -> tu
     doc = Document(text=text, id="x")
     result = dt_filter.filter(doc)
     reason = None if result is True else result[1]
-    return DATATROVE_NAMES.get(reason, reason), doc.text
+    return DATATROVE_REASONS.get(reason, reason), doc.text
 
 
 # --- every reason, both sides of its threshold ----------------------------------------------------
