@@ -10,8 +10,9 @@ any cluster size, since parts come from the fixed shard plan):
    Exact: one hash of the normalised text (or URL).  Each (band, hash range) gets its own small
    file per part, so that the next step reads only its slice.
 2. ``band`` (a task per band and hash range): sort the slice by hash; every bucket of equal hashes
-   is a set of candidates, emitted as a star of pairs to its first document (n-1 pairs, not
-   n(n-1)/2: one huge cluster stays linear); MinHash pairs are verified by estimated Jaccard
+   is a set of candidates, emitted as stars of pairs to its 3 first documents (< 3n pairs, not
+   n(n-1)/2: one huge cluster stays linear; ``minhash.star_pairs``); MinHash pairs are verified
+   by estimated Jaccard
    (signatures gathered from the memory-mapped per-part files, in bounded chunks).  Hash ranges
    are chosen so a slice holds at most ``max_partition_mb``: the banding memory does not grow
    with the corpus, the number of tasks does.
@@ -120,7 +121,7 @@ def sign_part(
             or [np.zeros((0, options["num_perm"]), np.uint32)]
         )
         valid = ~minhash.empty_rows(sigs)
-        keys = minhash.band_keys(sigs, options["bands"], options["rows"])
+        keys = minhash.band_keys(sigs, options["bands"], options["rows"], options["band_sets"])
         sig_ref = save_npy(work_dir / "sig" / f"{name}.npy", sigs)
         refs.append(sig_ref)
         result["signatures"] = sig_ref
@@ -184,13 +185,13 @@ def exact_keys(
 def band_slice(
     slices: list[dict[str, Any]], signatures: dict[str, dict], verify: float | None, out: str
 ) -> dict:
-    """Candidate pairs of one (band, hash range) slice: a star to each bucket's first document,
+    """Candidate pairs of one (band, hash range) slice: stars to each bucket's first documents,
     verified by estimated Jaccard when ``verify`` is set."""
     from stages import minhash
 
     arrays = [load_npy(ref) for ref in slices]
     rows = np.concatenate(arrays) if arrays else np.empty(0, BAND_DTYPE)
-    pairs = np.stack(minhash.star_pairs(rows["hash"], rows["doc"]), axis=1)
+    pairs = np.stack(minhash.star_pairs(rows["hash"], rows["doc"], hubs=minhash.DEFAULT_HUBS), axis=1)
     candidates = len(pairs)
     if verify is not None and len(pairs):
         pairs = verified(pairs, signatures, verify)
@@ -493,6 +494,9 @@ class MinHashParams(DedupParams):
     threshold: float | None = Field(
         None, gt=0, lt=1, description="Jaccard from which pairs are duplicates; picks bands x rows"
     )
+    band_sets: int = Field(
+        2, ge=1, le=8, description="the banding over this many groupings of the permutations (1: FineWeb's)"
+    )
     verify: bool = Field(True, description="keep only candidates whose estimated Jaccard passes")
     seed: int = 1
 
@@ -525,7 +529,14 @@ class MinHashDedup(DedupStage):
     def options(self) -> dict[str, Any]:
         bands, rows = self._lsh()
         p = self.params
-        return {"num_perm": p.num_perm, "seed": p.seed, "ngram": p.ngram, "bands": bands, "rows": rows}
+        return {
+            "num_perm": p.num_perm,
+            "seed": p.seed,
+            "ngram": p.ngram,
+            "bands": bands,
+            "rows": rows,
+            "band_sets": p.band_sets,
+        }
 
     def verify_cut(self) -> float | None:
         from stages.minhash import verify_threshold
@@ -534,7 +545,14 @@ class MinHashDedup(DedupStage):
 
     def run_barrier(self, ctx: Any) -> None:
         bands, rows = self._lsh()
-        self.stats.extra.update({"bands": bands, "rows": rows, "verify_threshold": self.verify_cut()})
+        self.stats.extra.update(
+            {
+                "bands": bands,
+                "rows": rows,
+                "band_sets": self.params.band_sets,
+                "verify_threshold": self.verify_cut(),
+            }
+        )
         super().run_barrier(ctx)
 
 

@@ -19,20 +19,26 @@ Pipeline of one document
    its words): identical short texts are duplicates, different short texts are not.  An empty
    text has no shingle.
 3. ``MinHasher.signatures``: permutation ``i`` is ``h -> (a_i * h + b_i) mod 2**64`` with a
-   random odd 64-bit ``a_i`` and random ``b_i`` (splitmix64 from ``seed``); the signature keeps
-   the high 32 bits of each minimum.  Multiply-shift is a universal family on 64-bit keys and its
-   high bits are the well-mixed ones; the keys are already uniform 64-bit hashes, so the
-   permutations behave as independent ones: the estimate is unbiased (tests check it against
-   exact Jaccard over hundreds of pairs, and check the spread against the binomial one).  The
-   classic numpy trap, ``(a*h + b) % (2**61 - 1)`` computed in wrapping 64-bit arithmetic, is not
-   a permutation family at all (FACTS: mean error 0.11 vs 0.02).
+   random odd 64-bit ``a_i`` and random ``b_i`` (splitmix64 from ``seed``, so the same seed gives
+   the same signatures on every machine and numpy version); the signature keeps the high 32 bits
+   of each minimum.  Multiply-shift needs no modulus -- arithmetic mod 2**64 is what it is
+   defined on -- and its high bits are the well-mixed ones; the keys are already uniform 64-bit
+   hashes, so the permutations behave as independent ones.  The tests check it against exact
+   Jaccard: unbiased over hundreds of independent pairs, with the binomial variance (shared
+   multipliers, i.e. correlated permutations, fail both).  FACTS measured a naive numpy
+   ``(a*h + b) % (2**61 - 1)`` (wrapping products) at mean error 0.11: not used here.
 4. ``band_keys``: ``bands`` slices of ``rows`` values, each hashed to a uint64 salted with its
    band index (keys of different bands never meet, so all bands can share one column).
 5. Candidates: in each bucket (equal band key) every document is paired with the bucket's
-   smallest document key -- a "star", linear in the bucket size where all pairs would be
-   quadratic (``star_pairs``) -- then ``verify`` keeps pairs whose estimated Jaccard (fraction of
-   equal signature values) is at least ``verify_threshold``; ``connected_components`` clusters
-   them and every document's root is the smallest key of its component: the kept document.
+   ``hubs`` smallest document keys (``star_pairs``; hubs=1 is a plain star) -- linear in the
+   bucket size where all pairs would be quadratic -- then verification keeps pairs whose
+   estimated Jaccard (fraction of equal signature values) is at least ``verify_threshold``, and
+   ``connected_components`` clusters them: every document's root is the smallest key of its
+   component, the kept document.  Why 3 hubs: with one, a member is only compared with the
+   bucket's first document, and when that one is a far copy (Jaccard 0.65 to the member, both
+   0.8 to the original) the link is rejected although the original is in the same bucket.  On
+   the benchmark, 3 hubs recover what verifying every pair of a bucket would (recall +0.02 at
+   the default cut, up to +0.06 at stricter ones, same precision) for 3x a star's pairs.
 
 Document keys are int64 ``part_index << 32 | row_index`` in the stage (``doc_key``), plain row
 indexes here; either way the smallest key is the first document in input order.
@@ -51,22 +57,31 @@ t=0.7 -> 22 x 5, t=0.9 -> 8 x 13).  The price is more candidates below ``t``, wh
 removes.
 
 Verification cut: the estimate from ``num_perm`` permutations is binomial, std
-``sqrt(J(1-J)/num_perm)`` (0.038 at J=0.8 with 112).  Cutting at ``t`` itself would drop half of
-the pairs at exactly ``t``; ``verify_threshold`` cuts ``VERIFY_Z`` standard deviations below the
-reference Jaccard (``t``, or 0.75 for the FineWeb default, which is what its banding is meant to
-catch), chosen on the benchmark's development seed (see ``bench/neardup_quality.py``).
+``sqrt(J(1-J)/num_perm)`` (0.041 at J=0.75 with 112).  Cutting at ``t`` itself would drop half of
+the pairs at exactly ``t``; ``verify_threshold`` cuts ``VERIFY_Z`` = 3 standard deviations below
+the reference Jaccard (``t``, or 0.75 for the FineWeb default, which is what its banding is meant
+to catch): 0.627 by default, 0.687 for ``threshold: 0.8``.  z was chosen on the benchmark's
+development seed (F1 within 0.003 of the best for z in 2.5..4 in both modes; see the bench).
+Probability that a pair is a verified candidate (``detection_probability``; 112 permutations):
 
-Cost (1,500-word English documents, one core of the 2-vCPU dev machine, see the bench): about
-0.3 ms per document for the signature (normalise ~0.05, word hashes ~0.09, n-grams ~0.02, 112
-permutations ~0.14 ms), i.e. ~3,000 docs/s against datasketch's ~240 with ``update_batch``.
+    J                     0.5    0.6    0.7    0.75   0.8    0.85   0.9
+    default 14x8, 0.627   0.001  0.099  0.553  0.771  0.924  0.988  1.000
+    threshold 0.75 18x6   0.002  0.210  0.862  0.969  0.996  1.000  1.000
+    threshold 0.8  14x8   0.000  0.020  0.441  0.750  0.923  0.988  1.000
+
+Cost on one core of the shared 2-vCPU dev machine (bench, CPU time): 0.27 ms per 1,500-word
+English document for the signature, i.e. ~3,700 docs/s/core against datasketch's ~790 (building
+the same shingle strings + ``MinHash.update_batch``; ~1,070 for ``update_batch`` alone), and
+~3,000 docs/s/core on the 2,256 multilingual dev-web texts.  Per document: normalise 0.13 ms,
+word hashes 0.16, n-grams 0.02, 112 permutations 0.13 (the last two are numpy).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from collections.abc import Iterator, Sequence
-from functools import cache
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -89,8 +104,23 @@ DEFAULT_REFERENCE_JACCARD = 0.75
 # lsh_params: the S-curve must be at least this high at the threshold.
 MIN_CANDIDATE_PROBABILITY = 0.9
 # verify_threshold: how many binomial standard deviations below the reference Jaccard to cut.
-# Chosen on the development seed of bench/neardup_quality.py (see its results).
-VERIFY_Z = 2.0
+# bench/neardup_quality.py's development seed (mean of 3 MinHash seeds): F1 is within 0.003 of
+# the best for z in 2.5..5 with FineWeb's banding and in 2..4 with ``threshold: 0.75``; 3 is in
+# both plateaus and lets 99.87 % of the pairs at the reference Jaccard through.
+VERIFY_Z = 3.0
+# Hubs per LSH bucket (see star_pairs): 3 verifies like all pairs of a bucket would, at 3x a
+# plain star's pairs (bench, 14 x 8 at cut 0.627: recall 0.929 -> 0.947, precision 0.998 both;
+# verifying every pair of every bucket also gives 0.947).
+DEFAULT_HUBS = 3
+# Band sets: the same bands x rows banding applied to ``DEFAULT_BAND_SETS`` different groupings of
+# the signature columns (set 0 is FineWeb's: columns in order; set k > 0: a fixed shuffle).  Every
+# FineWeb candidate is still a candidate, and a pair missed by one grouping gets another chance:
+# 14 x 8 catches a pair at J = 0.75 with probability 0.77, two sets ~0.95 (they share the
+# permutations, so slightly less than 1 - 0.23^2).  Verification keeps precision.  On the
+# benchmark's development seed (mean of 3 MinHash seeds): F1 0.970 -> 0.992 (recall 0.943 ->
+# 0.987, precision 0.999 -> 0.998); 3 sets 0.997.  Cost: one more banding pass (the band step;
+# signatures are unchanged).
+DEFAULT_BAND_SETS = 2
 
 # Signature value of a text without shingles (empty, or only punctuation): the minimum over an
 # empty set.  A real document reaches it in one permutation with probability ~2**-32 per shingle,
@@ -103,9 +133,10 @@ EMPTY_KEY = 0
 # Texts longer than this many characters are processed in windows of this size (cut at
 # whitespace, n-grams carried across the cut), so a 50 MB page costs bounded memory.
 WINDOW_CHARS = 1 << 20
-# Shingles per (num_perm x chunk) uint64 block of the signature computation: 112 x 2048 x 8 bytes
-# = 1.8 MB stays in this machine's 2 MB L2; 512..8192 measured within 10 % of each other.
-CHUNK_SHINGLES = 2048
+# Shingles per (num_perm x chunk) uint64 block of the signature computation (112 x 4096 x 8 bytes
+# = 3.7 MB).  Measured on 1,500-word and 100-word documents: 4096 fastest, 512 and 16384 10-20 %
+# slower (more numpy calls vs. more cache misses).
+CHUNK_SHINGLES = 4096
 
 _U64 = np.uint64
 _MASK64 = (1 << 64) - 1
@@ -137,35 +168,62 @@ def _ascii_table() -> dict[int, str]:
 
 _ASCII_TABLE = str.maketrans(_ascii_table())
 _ZERO_RUN = regex.compile(r"00+")
+# Typographic punctuation, symbols and spaces that make otherwise-ASCII (English) text non-ASCII:
+# curly quotes, dashes, ellipsis, bullets, guillemets, no-break space, (c), (R), currency...  All
+# are P*/S*/Zs and NFKC keeps them punctuation or space, so replacing them with a space is what
+# the Unicode path would do; a text that is ASCII afterwards takes the fast path (measured on
+# 1,500-word English documents: 0.68 -> ~0.1 ms per document for the 40 % that contain them).
+_TYPOGRAPHIC = (
+    "\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u2010\u2011\u2012\u2013\u2014\u2015\u2026\u2022"
+    "\u00b7\u00ab\u00bb\u2039\u203a\u00a0\u00a9\u00ae\u00b0\u00a7\u00b6\u2020\u2021\u20ac\u00a3\u00a1"
+    "\u00bf\u2032\u2033\u2192\u00a6"
+)
 # Unicode path.  \p{Cc} includes \t \n (space anyway); \p{Cf} are invisible format characters
 # (U+00AD soft hyphen, U+200B..U+200D zero-width, bidi marks) that split words if kept.
 _NON_WORD = regex.compile(r"[\p{P}\p{S}\p{Cc}]+")
 _FORMAT = regex.compile(r"\p{Cf}+")
 _DIGITS = regex.compile(r"\p{Nd}+")
-_UNSEGMENTED = regex.compile(
-    r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}]"
+# Scripts without spaces between words, as code point blocks (Thai, Lao, Tibetan, Myanmar, Khmer,
+# CJK radicals and ideographs, kana).  Plain ranges in the stdlib ``re``: 8x faster to scan than
+# ``regex``'s \p{Han}... script properties, and only the blocks' punctuation (removed before)
+# differs from the script property.
+_UNSEGMENTED = re.compile(
+    "[\u0e00-\u0fff\u1000-\u109f\u1780-\u17ff\u19e0-\u19ff\u2e80-\u2fdf\u3005-\u3007\u3021-\u3029"
+    "\u3038-\u303b\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\ua9e0-\ua9ff\uaa60-\uaa7f"
+    "\uf900-\ufaff\U00020000-\U0003134f]"
 )
+
+
+def _unicode_path(text: str) -> str:
+    """The general normalisation, before digit runs are collapsed and the text is split."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    if _FORMAT.search(text):
+        text = _FORMAT.sub("", text)
+    text = _NON_WORD.sub(" ", text)
+    text = _DIGITS.sub("0", text)
+    if _UNSEGMENTED.search(text):
+        text = _UNSEGMENTED.sub(r" \g<0> ", text)
+    return text
+
+
+def _split(text: str) -> list[str]:
+    if "00" in text:
+        text = _ZERO_RUN.sub("0", text)
+    return text.split()
 
 
 def normalize_words(text: str | None) -> list[str]:
     """The normalised words of ``text`` (see ``normalize``)."""
     if not text:
         return []
+    if not text.isascii():
+        for ch in _TYPOGRAPHIC:  # ~1 us per absent character: a memchr-like scan
+            if ch in text:
+                text = text.replace(ch, " ")
     if text.isascii():
-        # ~4x cheaper than the Unicode path; NFKC and casefold are identities on ASCII except
-        # for case, which the table handles
-        text = text.translate(_ASCII_TABLE)
-    else:
-        text = unicodedata.normalize("NFKC", text).casefold()
-        if _FORMAT.search(text):
-            text = _FORMAT.sub("", text)
-        text = _NON_WORD.sub(" ", text)
-        text = _DIGITS.sub("0", text)
-        if _UNSEGMENTED.search(text):
-            text = _UNSEGMENTED.sub(r" \g<0> ", text)
-    if "00" in text:
-        text = _ZERO_RUN.sub("0", text)
-    return text.split()
+        # NFKC and casefold are identities on ASCII except for case, which the table handles
+        return _split(text.translate(_ASCII_TABLE))
+    return _split(_unicode_path(text))
 
 
 def normalize(text: str | None) -> str:
@@ -323,9 +381,9 @@ class MinHasher:
     Trade-offs: uint32 signatures (the high half of each 64-bit minimum) take 448 bytes per
     document at 112 permutations; two different shingles give the same 32-bit minimum with
     probability ~m/2**32 for an m-shingle document (~4e-7 at 1,500 words), far below the
-    estimator's own noise.  Cost is linear in shingles x permutations: ~0.14 ms for 1,500
-    shingles x 112 on one core here, plus ~0.15 ms of Python per 1,500-word document for
-    normalising and hashing words.
+    estimator's own noise.  Cost is linear in shingles x permutations: ~0.13 ms for 1,500
+    shingles x 112 on one core here, plus ~0.3 ms of Python per 1,500-word document for
+    normalising and hashing words (one ``xxh3_64`` call per word).
     """
 
     def __init__(
@@ -354,21 +412,29 @@ class MinHasher:
         per-call numpy overhead is paid per block, not per (short) document; a long document is
         split over several blocks and its minima merged.
         """
-        n = len(texts)
+        blocks = ((i, block) for i, text in enumerate(texts) for block in _shingle_blocks(text, self.ngram))
+        return self._signatures(len(texts), blocks)
+
+    def signatures_of_shingles(self, shingle_sets: Sequence[np.ndarray]) -> np.ndarray:
+        """Signatures of precomputed uint64 shingle hashes (e.g. ``shingle_hashes``), one row
+        per set; an empty set gets the marker row."""
+        blocks = ((i, np.asarray(s, dtype=_U64)) for i, s in enumerate(shingle_sets) if len(s))
+        return self._signatures(len(shingle_sets), blocks)
+
+    def _signatures(self, n: int, blocks: Iterator[tuple[int, np.ndarray]]) -> np.ndarray:
         mins = np.full((n, self.num_perm), np.iinfo(np.uint64).max, dtype=_U64)
         pending: list[np.ndarray] = []
         owners: list[int] = []
         size = 0
-        for i, text in enumerate(texts):
-            for block in _shingle_blocks(text, self.ngram):
-                for start in range(0, len(block), CHUNK_SHINGLES):
-                    piece = block[start : start + CHUNK_SHINGLES]
-                    pending.append(piece)
-                    owners.append(i)
-                    size += len(piece)
-                    if size >= CHUNK_SHINGLES:
-                        self._flush(pending, owners, mins)
-                        pending, owners, size = [], [], 0
+        for i, block in blocks:
+            for start in range(0, len(block), CHUNK_SHINGLES):
+                piece = block[start : start + CHUNK_SHINGLES]
+                pending.append(piece)
+                owners.append(i)
+                size += len(piece)
+                if size >= CHUNK_SHINGLES:
+                    self._flush(pending, owners, mins)
+                    pending, owners, size = [], [], 0
         if pending:
             self._flush(pending, owners, mins)
         return (mins >> _U64(32)).astype(np.uint32)
@@ -457,27 +523,42 @@ def _band_salts(bands: int) -> np.ndarray:
     return np.array(_splitmix64(0xB4D5, bands), dtype=_U64)
 
 
-def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """``(n, bands)`` uint64 keys: band ``j`` hashes signature columns ``j*rows .. (j+1)*rows-1``.
+def column_grouping(band_set: int, num_perm: int) -> np.ndarray:
+    """The order of signature columns for band set ``band_set``: identity for 0, else a fixed
+    shuffle (argsort of splitmix64 values: the same on every machine and numpy version)."""
+    if band_set == 0:
+        return np.arange(num_perm)
+    return np.argsort(np.array(_splitmix64(0x5E7 + band_set, num_perm), dtype=_U64), kind="stable")
 
-    Keys are salted with the band index, so equal keys in different bands are as unlikely as any
-    64-bit collision and the stage may pool all bands into one column.  Marker rows get
-    ``EMPTY_KEY`` (0) in every band; real keys are never 0.  A collision of two different slices
-    (~n**2 / 2**65 per band: 0.03 expected for 10**9 documents) only adds a candidate that
+
+def band_keys(signatures: np.ndarray, bands: int, rows: int, band_sets: int = 1) -> np.ndarray:
+    """``(n, band_sets * bands)`` uint64 keys: in set ``s``, band ``j`` hashes the signature
+    columns ``column_grouping(s)[j*rows : (j+1)*rows]`` (set 0: FineWeb's contiguous bands).
+
+    Keys are salted with the band index (over all sets), so equal keys in different bands are as
+    unlikely as any 64-bit collision and the stage may pool all bands into one column.  Marker rows
+    get ``EMPTY_KEY`` (0) in every band; real keys are never 0.  A collision of two different
+    slices (~n**2 / 2**65 per band: 0.03 expected for 10**9 documents) only adds a candidate that
     verification removes.
     """
     sig = np.asarray(signatures)
     n, num_perm = sig.shape
     if bands * rows > num_perm:
         raise ValueError(f"bands * rows = {bands * rows} exceeds the {num_perm} signature columns")
-    cols = sig[:, : bands * rows].reshape(n, bands, rows).astype(_U64)
-    keys = np.repeat(_band_salts(bands)[None, :], n, axis=0)
-    for j in range(rows):
-        keys ^= cols[:, :, j]
-        _fmix64(keys)  # a bijection per step: two slices differing in one value never collide
-    keys[keys == _U64(EMPTY_KEY)] = _U64(1)
-    keys[empty_rows(sig)] = _U64(EMPTY_KEY)
-    return keys
+    salts = _band_salts(bands * band_sets)
+    out = np.empty((n, bands * band_sets), dtype=_U64)
+    empty = empty_rows(sig)
+    for s in range(band_sets):
+        grouped = sig[:, column_grouping(s, num_perm)[: bands * rows]]
+        cols = grouped.reshape(n, bands, rows).astype(_U64)
+        keys = np.repeat(salts[None, s * bands : (s + 1) * bands], n, axis=0)
+        for j in range(rows):
+            keys ^= cols[:, :, j]
+            _fmix64(keys)  # a bijection per step: two slices differing in one value never collide
+        keys[keys == _U64(EMPTY_KEY)] = _U64(1)
+        keys[empty] = _U64(EMPTY_KEY)
+        out[:, s * bands : (s + 1) * bands] = keys
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,17 +566,19 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def star_pairs(
-    keys: np.ndarray, doc_keys: np.ndarray, hubs: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
+def star_pairs(keys: np.ndarray, doc_keys: np.ndarray, hubs: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Candidate pairs of one key column: ``(member, hub)`` pairs within each bucket (documents
     with equal ``keys``), where the hubs are the bucket's ``hubs`` smallest ``doc_keys`` and every
     other member -- and every hub after the first -- is paired with each hub before it.
 
-    ``hubs=1`` is the plain star: k-1 pairs for a bucket of k documents instead of k(k-1)/2, and
-    verification compares each member with the first document only.  ``keys`` may be one band's
-    column or several bands pooled (``band_keys`` salts them).  Buckets of one document and
-    ``EMPTY_KEY`` entries give nothing.  Pairs may repeat across bands: see ``unique_pairs``.
+    ``hubs=1`` (the default here, for callers that rely on at most k-1 pairs per bucket) is the
+    plain star: k-1 pairs for a bucket of k documents instead of k(k-1)/2, and verification then
+    compares each member with the first document only.  ``DEFAULT_HUBS`` (3) is what
+    ``cluster_signatures`` / ``dedup_in_memory`` use and what the benchmark's defaults measure:
+    at most 3(k-1) pairs, still linear, and as good as verifying all pairs of the bucket.
+    ``keys`` may be one band's column or several bands pooled (``band_keys`` salts them).
+    Buckets of one document and ``EMPTY_KEY`` entries give nothing.  Pairs may repeat across
+    bands: see ``unique_pairs``.
     """
     if hubs < 1:
         raise ValueError(f"hubs must be >= 1, got {hubs}")
@@ -536,7 +619,7 @@ def unique_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def candidate_pairs(
-    keys: np.ndarray, doc_keys: np.ndarray | None = None, hubs: int = 1
+    keys: np.ndarray, doc_keys: np.ndarray | None = None, hubs: int = DEFAULT_HUBS
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distinct star pairs over all bands of ``band_keys`` output ``(n, bands)``;
     ``doc_keys`` defaults to the row indexes."""
@@ -571,15 +654,18 @@ def verify_threshold(threshold: float | None = None, num_perm: int = DEFAULT_NUM
     ``ref - VERIFY_Z * sqrt(ref (1 - ref) / num_perm)`` with ``ref = threshold`` or, without one,
     ``DEFAULT_REFERENCE_JACCARD`` (0.75, what FineWeb's banding is meant to catch).  The estimate
     of a pair of Jaccard ``J`` is Binomial(num_perm, J) / num_perm, so cutting at ``ref`` itself
-    would lose half of the pairs at ``ref``; ``VERIFY_Z`` = 2 keeps ~97 % of them and still
-    rejects most pairs ~0.15 lower (112 permutations: 0.668 without threshold, 0.724 for 0.8).
+    would lose half of the pairs at ``ref``; ``VERIFY_Z`` = 3 keeps 99.9 % of them and rejects
+    most candidates 0.15 and more below (112 permutations: 0.627 without threshold, 0.687 for
+    0.8).  Lower z = fewer false merges of templated pages at J 0.55-0.7, more missed copies at
+    the low end (through chains); the benchmark F1 is within 0.003 of the best for z in 2.5..4.
     """
     ref = DEFAULT_REFERENCE_JACCARD if threshold is None else threshold
+    z = VERIFY_Z
     if not 0.0 < ref <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {ref}")
     if num_perm < 1:
         raise ValueError(f"num_perm must be >= 1, got {num_perm}")
-    return max(0.0, ref - VERIFY_Z * math.sqrt(ref * (1.0 - ref) / num_perm))
+    return max(0.0, ref - z * math.sqrt(ref * (1.0 - ref) / num_perm))
 
 
 def detection_probability(jaccard: float, bands: int, rows: int, num_perm: int, cut: float | None) -> float:
@@ -651,7 +737,8 @@ def cluster_signatures(
     rows: int,
     verify_cut: float | None,
     doc_keys: np.ndarray | None = None,
-    hubs: int = 1,
+    hubs: int = DEFAULT_HUBS,
+    band_sets: int = DEFAULT_BAND_SETS,
 ) -> np.ndarray:
     """The stage's procedure on in-memory signatures: band keys -> star pairs per bucket ->
     (``verify_cut`` not None) keep pairs with estimated Jaccard >= cut -> connected components.
@@ -666,7 +753,7 @@ def cluster_signatures(
     roots = doc_keys.copy()
     if n < 2:
         return roots
-    a, b = candidate_pairs(band_keys(signatures, bands, rows), doc_keys, hubs)
+    a, b = candidate_pairs(band_keys(signatures, bands, rows, band_sets), doc_keys, hubs)
     if verify_cut is not None and len(a):
         # row positions of the keys (doc_keys may be any distinct int64s)
         order = np.argsort(doc_keys)
@@ -691,6 +778,8 @@ def dedup_in_memory(
     bands: int | None = None,
     rows: int | None = None,
     verify: bool | float = True,
+    hubs: int = DEFAULT_HUBS,
+    band_sets: int = DEFAULT_BAND_SETS,
 ) -> np.ndarray:
     """Near-duplicate clusters of ``texts`` with the stage's logic and defaults, in one process.
 
@@ -706,7 +795,7 @@ def dedup_in_memory(
     else:
         cut = float(verify)
     sigs = MinHasher(num_perm=num_perm, seed=seed, ngram=ngram).signatures(texts)
-    return cluster_signatures(sigs, b, r, cut)
+    return cluster_signatures(sigs, b, r, cut, hubs=hubs, band_sets=band_sets)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -754,7 +843,6 @@ def url_key(url: str | None) -> int:
     return xxh3_64_intdigest(url.encode("utf-8", "surrogatepass")) or 1
 
 
-@cache
 def s_curve_table(
     bands: int, rows: int, points: tuple[float, ...] = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 ) -> dict[float, float]:
