@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
 import yaml
 
@@ -58,3 +60,13 @@ def markers(run_dir: Path, phase: int = 0) -> list[dict]:
         json.loads(p.read_text())
         for p in sorted((run_dir / "_work" / f"phase-{phase}" / "done").glob("*.json"))
     ]
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process this test started and all its descendants (its Ray, if it started one)."""
+    root = psutil.Process(pid)
+    procs = [root, *root.children(recursive=True)]
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(procs, timeout=10)

@@ -9,12 +9,17 @@ and 2 workers and compares.
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
+import subprocess
+import tempfile
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers import read_docs, stats_without_time, winnow, write_config
+from helpers import REPO, WINNOW, kill_tree, read_docs, stats_without_time, winnow, write_config
 
 from pipeline import registry
 from pipeline.config import ConfigError, load_pipelines
@@ -333,3 +338,63 @@ def test_ray_one_and_two_workers_agree(tmp_path):
     assert {**duplicates(runs["1"])}.keys() == gold.keys()
     assert read_docs(runs["1"]) == read_docs(runs["2"])
     assert stats_without_time(runs["1"]) == stats_without_time(runs["2"])
+
+
+@pytest.mark.slow
+def test_sigkill_during_the_barrier_then_resume(tmp_path):
+    """The driver and its Ray are SIGKILLed while the dedup barrier's band step runs; the rerun
+    skips what finished (phase 0 tasks, signed parts, finished band slices) and gives the
+    uninterrupted run's output."""
+    docs, gold = corpus()
+    rng = random.Random(9)
+    docs += [{"id": f"x{i}", "text": " ".join(make_doc(rng, 120))} for i in range(3000)]
+    data = write_jsonl(tmp_path / "d.jsonl", docs)
+
+    def config(out):
+        return write_config(
+            tmp_path / f"{out}.yaml",
+            {
+                "p": {
+                    "input": {"format": "jsonl", "paths": [str(data)], "split_bytes": 65536},
+                    "stages": [{"minhash_dedup": {"band_sets": 8}}, {"gopher_repetition": {}}],
+                    "output": str(tmp_path / out),
+                }
+            },
+        )
+
+    clean = winnow("run", "p", "-c", str(config("clean")), "--no-progress")
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    ray_tmp = tempfile.mkdtemp(prefix="wk")  # a SIGKILLed driver cannot remove its Ray temp dir
+    proc = subprocess.Popen(
+        [*WINNOW, "run", "p", "-c", str(config("killed")), "--no-progress"],
+        cwd=REPO,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled", "TMPDIR": ray_tmp},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    band = tmp_path / "killed" / "_work" / "phase-1" / "steps" / "band"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if band.exists() and len(list(band.glob("*.json"))) >= 3:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed"
+    finally:
+        kill_tree(proc.pid)
+        proc.wait(timeout=30)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    finished = len(list(band.glob("*.json")))
+    assert 0 < finished < 8 * 14
+    assert not (tmp_path / "killed" / "stats.json").exists()
+    signed = {p.name: p.stat().st_mtime_ns for p in (band.parent / "sign").glob("*.json")}
+
+    again = winnow("run", "p", "-c", str(config("killed")), "--no-progress")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p.name: p.stat().st_mtime_ns for p in (band.parent / "sign").glob("*.json")} == signed
+    assert duplicates(tmp_path / "killed") == duplicates(tmp_path / "clean")
+    assert set(duplicates(tmp_path / "clean")) == set(gold)
+    assert read_docs(tmp_path / "killed") == read_docs(tmp_path / "clean")
+    assert stats_without_time(tmp_path / "killed") == stats_without_time(tmp_path / "clean")
+    assert not list((tmp_path / "killed").rglob(".*.tmp"))

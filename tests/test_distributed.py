@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 from helpers import (
     REPO,
     WINNOW,
+    kill_tree,
     markers,
     read_docs,
     sample_pipeline,
@@ -70,15 +70,6 @@ def test_two_node_cluster_matches_local_run(reference, tmp_path):
     _same_run(out, ref)
 
 
-def _kill_tree(pid: int) -> None:
-    root = psutil.Process(pid)
-    procs = [root, *root.children(recursive=True)]
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    psutil.wait_procs(procs, timeout=10)
-
-
 def test_sigkill_midway_then_rerun_gives_the_uninterrupted_output(reference, tmp_path):
     cfg, ref = reference
     out = tmp_path / "killed"
@@ -102,7 +93,7 @@ def test_sigkill_midway_then_rerun_gives_the_uninterrupted_output(reference, tmp
             time.sleep(0.05)
         assert proc.poll() is None, "the run finished before it could be killed"
     finally:
-        _kill_tree(proc.pid)  # the driver, its raylet/GCS and every worker: all started by this test
+        kill_tree(proc.pid)  # the driver, its raylet/GCS and every worker: all started by this test
         proc.wait(timeout=30)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     finished = len(list(done_dir.glob("*.json")))
@@ -150,7 +141,7 @@ def test_a_worker_killed_mid_task_is_retried_and_the_run_completes(reference, tm
         _, err = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
-            _kill_tree(proc.pid)
+            kill_tree(proc.pid)
     assert killed is not None, "no busy worker was seen"
     assert proc.returncode == 0, err[-3000:]
     _same_run(out, ref)
