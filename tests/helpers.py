@@ -5,8 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -70,3 +74,27 @@ def kill_tree(pid: int) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
     psutil.wait_procs(procs, timeout=10)
+
+
+def kill_run_when(args: list[str], ready: Callable[[], bool], poll: float = 0.02) -> None:
+    """Start ``winnow ARGS`` (own session, own Ray temp dir), wait until ``ready()``, then SIGKILL
+    the driver and everything it started.  Fails if the run ends before ``ready()``."""
+    # A SIGKILLed driver cannot remove its Ray temp dir: give it one removed here.
+    ray_tmp = tempfile.mkdtemp(prefix="wk")  # short: Ray's unix socket paths are limited
+    proc = subprocess.Popen(
+        [*WINNOW, *args],
+        cwd=REPO,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled", "TMPDIR": ray_tmp},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None and not ready():
+            time.sleep(poll)
+        assert proc.poll() is None, "the run finished before it could be killed"
+    finally:
+        kill_tree(proc.pid)  # the driver, its raylet/GCS and every worker: all started by this test
+        proc.wait(timeout=30)
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -9,17 +9,12 @@ and 2 workers and compares.
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-import subprocess
-import tempfile
-import time
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers import REPO, WINNOW, kill_tree, read_docs, stats_without_time, winnow, write_config
+from helpers import kill_run_when, read_docs, stats_without_time, winnow, write_config
 
 from pipeline import registry
 from pipeline.config import ConfigError, load_pipelines
@@ -364,27 +359,11 @@ def test_sigkill_during_the_barrier_then_resume(tmp_path):
 
     clean = winnow("run", "p", "-c", str(config("clean")), "--no-progress")
     assert clean.returncode == 0, clean.stderr[-3000:]
-    ray_tmp = tempfile.mkdtemp(prefix="wk")  # a SIGKILLed driver cannot remove its Ray temp dir
-    proc = subprocess.Popen(
-        [*WINNOW, "run", "p", "-c", str(config("killed")), "--no-progress"],
-        cwd=REPO,
-        env={**os.environ, "RAY_AUTH_MODE": "disabled", "TMPDIR": ray_tmp},
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     band = tmp_path / "killed" / "_work" / "phase-1" / "steps" / "band"
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if band.exists() and len(list(band.glob("*.json"))) >= 3:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run finished before it could be killed"
-    finally:
-        kill_tree(proc.pid)
-        proc.wait(timeout=30)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    kill_run_when(
+        ["run", "p", "-c", str(config("killed")), "--no-progress"],
+        lambda: band.exists() and len(list(band.glob("*.json"))) >= 3,
+    )
     finished = len(list(band.glob("*.json")))
     assert 0 < finished < 8 * 14
     assert not (tmp_path / "killed" / "stats.json").exists()

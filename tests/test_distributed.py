@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 
 import psutil
@@ -13,6 +11,7 @@ import pytest
 from helpers import (
     REPO,
     WINNOW,
+    kill_run_when,
     kill_tree,
     markers,
     read_docs,
@@ -74,28 +73,12 @@ def test_sigkill_midway_then_rerun_gives_the_uninterrupted_output(reference, tmp
     cfg, ref = reference
     out = tmp_path / "killed"
     total = len(markers(ref))
-    # A SIGKILLed driver cannot remove its Ray temp dir: give it one this test removes.
-    ray_tmp = tempfile.mkdtemp(prefix="wk")  # short: Ray's unix socket paths are limited
-    proc = subprocess.Popen(
-        [*WINNOW, "run", "p", "-c", str(cfg), "--output", str(out), "--no-progress"],
-        cwd=REPO,
-        env={**os.environ, "RAY_AUTH_MODE": "disabled", "TMPDIR": ray_tmp},
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     done_dir = out / "_work" / "phase-0" / "done"
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if done_dir.exists() and len(list(done_dir.glob("*.json"))) >= 2:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run finished before it could be killed"
-    finally:
-        kill_tree(proc.pid)  # the driver, its raylet/GCS and every worker: all started by this test
-        proc.wait(timeout=30)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    kill_run_when(
+        ["run", "p", "-c", str(cfg), "--output", str(out), "--no-progress"],
+        lambda: done_dir.exists() and len(list(done_dir.glob("*.json"))) >= 2,
+        poll=0.05,
+    )
     finished = len(list(done_dir.glob("*.json")))
     assert 0 < finished < total
     assert not (out / "stats.json").exists()
