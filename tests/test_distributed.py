@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
 
 import psutil
+import pyarrow.parquet as pq
 import pytest
 from helpers import (
     REPO,
@@ -62,11 +64,36 @@ def test_two_node_cluster_matches_local_run(reference, tmp_path):
             env=cluster.env,
         )
         assert res.returncode == 0, res.stderr[-3000:]
+        # the dedup barriers fan their own steps out over the cluster: same result as locally
+        dedup_cfg = _dedup_config(tmp_path)
+        on_cluster = winnow(
+            "run", "d", "-c", str(dedup_cfg), "--output", str(tmp_path / "d-cluster"), "--address",
+            cluster.address, "--no-progress", env=cluster.env,
+        )  # fmt: skip
+        assert on_cluster.returncode == 0, on_cluster.stderr[-3000:]
     finally:
         cluster.stop()
     nodes = {m["node_id"] for m in markers(out)}
     assert len(nodes) == 2, "tasks should have run on both nodes"
     _same_run(out, ref)
+    local = winnow("run", "d", "-c", str(dedup_cfg), "--output", str(tmp_path / "d-local"), "--no-progress")
+    assert local.returncode == 0, local.stderr[-3000:]
+    a, b = tmp_path / "d-cluster", tmp_path / "d-local"
+    assert read_docs(a) == read_docs(b)
+    assert stats_without_time(a) == stats_without_time(b)
+    dups = [pq.read_table(r / "dedup" / "duplicates.parquet").to_pylist() for r in (a, b)]
+    assert dups[0] == dups[1] and len(dups[0]) == 48  # 12 exact (case/punctuation) + 36 near
+
+
+def _dedup_config(tmp_path):
+    from test_dedup import corpus
+
+    docs, _ = corpus()
+    data = tmp_path / "dedup.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    stages = [{"exact_dedup": {}}, {"minhash_dedup": {}}]
+    spec = {"input": {"format": "jsonl", "paths": [str(data)], "split_bytes": 8192}, "stages": stages}
+    return write_config(tmp_path / "d.yaml", {"d": {**spec, "output": str(tmp_path / "d")}})
 
 
 def test_sigkill_midway_then_rerun_gives_the_uninterrupted_output(reference, tmp_path):
