@@ -47,8 +47,9 @@ from pipeline.stage import Params, Resources, Stage
 
 ROW_MASK = np.int64(0xFFFFFFFF)
 BAND_DTYPE = np.dtype([("hash", "<u8"), ("doc", "<i8")])
-# Memory per band-slice row while sorting: the row (16 B), argsort indices and copies (~3x).
-BYTES_PER_SLICE_ROW = 48
+# Memory per band-slice row in a band task: measured heap peak 106-122 B/row (the row, the sort,
+# 3-hub star pairs; bench/dedup_scale.py, tracemalloc); verification chunks come on top.
+BYTES_PER_SLICE_ROW = 128
 # Candidate pairs verified per chunk: 2 x 100k x 112 x 4 B = 90 MB of gathered signatures.
 VERIFY_CHUNK = 100_000
 
@@ -191,6 +192,7 @@ def band_slice(
 
     arrays = [load_npy(ref) for ref in slices]
     rows = np.concatenate(arrays) if arrays else np.empty(0, BAND_DTYPE)
+    del arrays  # the per-part copies: 16 B/row more for the whole task otherwise
     pairs = np.stack(minhash.star_pairs(rows["hash"], rows["doc"], hubs=minhash.DEFAULT_HUBS), axis=1)
     candidates = len(pairs)
     if verify is not None and len(pairs):
@@ -206,25 +208,29 @@ def band_slice(
 
 
 def verified(pairs: np.ndarray, signatures: dict[str, dict], cut: float) -> np.ndarray:
-    """The pairs whose signatures agree on at least ``cut`` of their positions."""
-    from stages import minhash
+    """The pairs whose signatures agree on at least ``cut`` of their positions.
 
-    cache: dict[int, np.ndarray] = {}
+    Signatures are gathered from the memory-mapped per-part files one part at a time, and each
+    map is dropped before the next: touching a few random rows faults in most of a file (kernel
+    fault-around), so keeping every part mapped made a band worker's RSS grow with the corpus
+    (+456 MB at 1 M documents, bench/dedup_scale.py) although its own memory did not."""
+    from stages import minhash
 
     def gather(docs: np.ndarray) -> np.ndarray:
         parts = docs >> np.int64(32)
+        order = np.argsort(parts, kind="stable")
+        bounds = np.flatnonzero(np.diff(parts[order])) + 1
         out = None
-        for p in np.unique(parts):
-            sig = cache.get(int(p))
-            if sig is None:
-                ref = signatures[part_key(int(p))]
-                _check_file(ref)
-                sig = cache[int(p)] = np.load(ref["path"], mmap_mode="r")
-            sel = parts == p
-            block = sig[docs[sel] & ROW_MASK]
+        for idx in np.split(order, bounds):
+            ref = signatures[part_key(int(parts[idx[0]]))]
+            _check_file(ref)
+            sig = np.load(ref["path"], mmap_mode="r")
             if out is None:
                 out = np.empty((len(docs), sig.shape[1]), sig.dtype)
-            out[sel] = block
+            rows = docs[idx] & ROW_MASK
+            ascending = np.argsort(rows)  # read the file front to back
+            out[idx[ascending]] = sig[rows[ascending]]
+            del sig
         assert out is not None
         return out
 
