@@ -135,28 +135,41 @@ class BarrierContext:
             retry_exceptions=True,
         )
         pending = {remote.remote(fn, items[key]): key for key in todo}
-        try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-                for ref in ready:
-                    key = pending.pop(ref)
-                    try:
-                        result = ray.get(ref)
-                    except Exception as exc:
-                        log = self.run_dir.work / "errors" / f"phase-{self.phase}-{step}-{key}.txt"
-                        log.parent.mkdir(parents=True, exist_ok=True)
-                        log.write_text("".join(traceback.format_exception(exc)))
-                        cause = getattr(exc, "cause", None) or exc
-                        raise RunFailed(
-                            f"{step} task {key} (phase {self.phase}) failed after "
-                            f"{self.spec.max_retries + 1} attempt(s): {type(cause).__name__}: {cause}\n"
-                            f"full traceback: {log}"
-                        ) from None
-                    finish(key, result)
-        finally:
-            for ref in pending:
-                ray.cancel(ref, force=True)
+        for key, result, exc in _as_completed(pending):
+            if exc is not None:
+                log = self.run_dir.work / "errors" / f"phase-{self.phase}-{step}-{key}.txt"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                log.write_text("".join(traceback.format_exception(exc)))
+                cause = getattr(exc, "cause", None) or exc
+                raise RunFailed(
+                    f"{step} task {key} (phase {self.phase}) failed after "
+                    f"{self.spec.max_retries + 1} attempt(s): {type(cause).__name__}: {cause}\n"
+                    f"full traceback: {log}"
+                ) from None
+            finish(key, result)
         return results
+
+
+def _as_completed(pending: dict) -> Iterator[tuple[Any, Any, Exception | None]]:
+    """``(payload, result, None)`` or ``(payload, None, error)`` for Ray object refs (keys of
+    ``pending``, mapped to a payload) as they finish.  Refs still pending when the caller stops
+    (a failure it raised) are cancelled."""
+    import ray
+
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                payload = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:
+                    yield payload, None, exc
+                    continue
+                yield payload, result, None
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
 
 
 def _timed_call(fn: Callable[..., dict], kwargs: dict) -> dict:
@@ -496,29 +509,20 @@ def _run_phase(
     spec_ref = ray.put(spec)
     pending = {remote.remote(spec_ref, str(run_dir.root), phase, t): t for t in todo}
     nodes: set[str] = set()
-    try:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-            for ref in ready:
-                task = pending.pop(ref)
-                try:
-                    marker = ray.get(ref)
-                except Exception as exc:
-                    raise RunFailed(_describe_failure(run_dir, phase, task, exc, spec.max_retries)) from None
-                if not run_dir.marker(phase.index, task["index"]).exists():
-                    raise RunFailed(
-                        f"task {part_name(task['index'])} finished on node {marker['node_id']} "
-                        f"(host {marker['host']}) but its files are not visible here: the run "
-                        f"directory {run_dir.root} must be on storage shared by every node"
-                    )
-                nodes.add(marker["node_id"])
-                done += 1
-                docs += marker["rows"]
-            if progress:
-                progress(label, done, len(phase.tasks), docs)
-    finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+    for task, marker, exc in _as_completed(pending):
+        if exc is not None:
+            raise RunFailed(_describe_failure(run_dir, phase, task, exc, spec.max_retries)) from None
+        if not run_dir.marker(phase.index, task["index"]).exists():
+            raise RunFailed(
+                f"task {part_name(task['index'])} finished on node {marker['node_id']} "
+                f"(host {marker['host']}) but its files are not visible here: the run "
+                f"directory {run_dir.root} must be on storage shared by every node"
+            )
+        nodes.add(marker["node_id"])
+        done += 1
+        docs += marker["rows"]
+        if progress:
+            progress(label, done, len(phase.tasks), docs)
     return len(todo), skipped, nodes
 
 
