@@ -254,8 +254,9 @@ def run_task(spec: PipelineSpec, root: str, phase: Phase, task: dict) -> dict[st
         raise
     for runner in runners:
         path = run_dir.removed(runner.stage.name, index)
-        if runner.samples:
-            write_table_atomic(path, pa.Table.from_pylist(runner.samples))
+        samples = runner.samples + runner.stage.changed_samples
+        if samples:
+            write_table_atomic(path, pa.Table.from_pylist(samples))
         else:
             path.unlink(missing_ok=True)
 

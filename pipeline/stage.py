@@ -144,6 +144,11 @@ class Stage:
         # the task this stage runs in (``index``; ``shard`` in phase 0, ``part`` after a barrier),
         # set by the executor before ``setup()``
         self.task: dict[str, Any] | None = None
+        # Stages that rewrite rows instead of dropping them (pii) append before/after samples here
+        # (``id``, ``reason``, ...), at most ``sample_limit`` per reason; they land with the
+        # dropped-row samples in ``removed/<stage>/``.
+        self.changed_samples: list[dict[str, Any]] = []
+        self.sample_limit = 20
 
     def prepare(self) -> None:
         """Driver side, once per run before any task, while Ray starts: build what every task
@@ -190,6 +195,7 @@ class StageRunner:
 
     def __init__(self, stage: Stage, sample_per_reason: int = 20) -> None:
         self.stage = stage
+        stage.sample_limit = sample_per_reason
         self.stats = stage.stats
         self.sample_per_reason = sample_per_reason
         self.samples: list[dict[str, Any]] = []

@@ -169,7 +169,7 @@ def _fineweb_words() -> tuple[frozenset[str], frozenset[str], tuple[str, ...]]:
 
 
 @functools.lru_cache(maxsize=1)
-def _tld_extractor():
+def tld_extractor():
     import tldextract
 
     # suffix_list_urls=() -> the snapshot bundled with tldextract; cache_dir=False -> no disk cache.
@@ -260,7 +260,7 @@ class UrlFilter(FilterStage):
         self.substrings = tuple(s.lower() for s in substrings if s)
         # One alternation regex beats a Python loop over ~100 sub-words (and needs no extra package).
         self.subword_re = re.compile("|".join(map(re.escape, subwords))) if subwords else None
-        self.tld = _tld_extractor()
+        self.tld = tld_extractor()
 
     def decide(self, batch: pa.RecordBatch) -> Sequence[str | None]:
         urls = batch.column("url").to_pylist() if "url" in batch.schema.names else [None] * batch.num_rows

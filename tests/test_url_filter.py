@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.stage import StageRunner
-from stages.url_filter import UT1_DOMAINS, UrlFilter, UrlFilterParams, _fineweb_words, _tld_extractor, _ut1
+from stages.url_filter import UT1_DOMAINS, UrlFilter, UrlFilterParams, _fineweb_words, _ut1, tld_extractor
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev_web.warc.gz"
 
@@ -245,7 +245,7 @@ def test_no_network_attempt_and_no_warnings(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     _ut1.cache_clear()
     _fineweb_words.cache_clear()
-    _tld_extractor.cache_clear()
+    tld_extractor.cache_clear()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         f = make()
