@@ -113,6 +113,11 @@ _SECRETS = re.compile(
         )
     )
 )
+_SECRET_HINTS = (
+    "AKIA", "ASIA", "gh", "github_pat_", "glpat-", "xox", "_live_", "AIza", "sk-", "hf_", "SG.",
+    "SK", "npm_", "pypi-", "-----BEGIN",
+)  # fmt: skip
+_IPV6_HINT = re.compile(r"::|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{0,4}")
 # Issuer prefixes (IIN ranges) of the card networks, with their lengths
 _CARD_BRANDS = (
     (re.compile(r"4"), (13, 16, 19)),  # Visa
@@ -239,8 +244,11 @@ def find_pii(
         if kind in types:
             found.extend((m.start(), m.end(), kind) for m in pattern.finditer(text) if valid(m))
 
-    scan("secret", _SECRETS, lambda m: True)  # the formats are exact; see the module docstring
-    scan("email", _EMAIL, lambda m: _valid_email(m.group()))
+    # Cheap substring tests first: each pattern costs ~0.3 s per 16 MB of text when it runs.
+    if any(hint in text for hint in _SECRET_HINTS):
+        scan("secret", _SECRETS, lambda m: True)  # the formats are exact; see the module docstring
+    if "@" in text or _AT.search(text):
+        scan("email", _EMAIL, lambda m: _valid_email(m.group()))
     scan("iban", _IBAN, lambda m: _valid_iban(m.group()))
     scan("credit_card", _CARD, lambda m: _valid_card(m.group()))
     scan("us_ssn", _SSN, lambda m: _valid_ssn(m.group()))
@@ -252,7 +260,8 @@ def find_pii(
             and _valid_ip(m.group(), private_ip)
         ),
     )
-    scan("ip", _IPV6, lambda m: m.group().count(":") >= 2 and _valid_ip(m.group(), private_ip))
+    if _IPV6_HINT.search(text):
+        scan("ip", _IPV6, lambda m: m.group().count(":") >= 2 and _valid_ip(m.group(), private_ip))
     if "phone" in types and any(ch.isdigit() for ch in text):
         found.extend((a, b, "phone") for a, b in _phone_spans(text, tuple(regions)))
     # resolve overlaps: by priority, then longest
