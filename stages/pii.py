@@ -67,19 +67,19 @@ LANGUAGE_REGION = {
 }  # fmt: skip
 
 _EMAIL = re.compile(
-    r"(?<![\w.+-])[\w.+-]{1,64}"
+    r"(?<![A-Za-z0-9_.+-])[A-Za-z0-9_.+-]{1,64}"
     r"(?:@|\s?[\[({]\s?at\s?[\])}]\s?)"
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.|\s?[\[({]\s?dot\s?[\])}]\s?))+"
-    r"[A-Za-z]{2,24}(?![\w-])",
+    r"[A-Za-z]{2,24}(?![A-Za-z0-9_-])",
     re.IGNORECASE,
 )
 _DOT = re.compile(r"\s?[\[({]\s?dot\s?[\])}]\s?", re.IGNORECASE)
 _AT = re.compile(r"\s?[\[({]\s?at\s?[\])}]\s?", re.IGNORECASE)
-_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|\.\d)")
+_IPV4 = re.compile(r"(?<![A-Za-z0-9_.])(?:\d{1,3}\.){3}\d{1,3}(?![A-Za-z0-9_]|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?:%\w+)?(?![\w:])")
 _VERSION_BEFORE = re.compile(r"\b(?:v|version\s?|ver\.?\s?)$", re.IGNORECASE)
 # digits with phone punctuation, optionally +/00-prefixed, 7-20 digits in all
-_PHONE = re.compile(r"(?<![\w+])(?:\+|00)?\(?\d[\d\s().\-/]{5,22}\d(?!\w)")
+_PHONE = re.compile(r"(?<![A-Za-z0-9_+])(?:\+|00)?\(?\d[\d\s().\-/]{5,22}\d(?![A-Za-z0-9_])")
 # shapes that are never phone numbers although a parser may accept their digits somewhere
 _NOT_PHONE = re.compile(
     r"(?:1\d{3}|20\d\d)\s?[-/–]\s?(?:1\d{3}|20\d\d)"  # year range
@@ -117,6 +117,11 @@ _SECRET_HINTS = (
     "AKIA", "ASIA", "gh", "github_pat_", "glpat-", "xox", "_live_", "AIza", "sk-", "hf_", "SG.",
     "SK", "npm_", "pypi-", "-----BEGIN",
 )  # fmt: skip
+# the fixed head of each token format, kept by fake values (the rest is random)
+_SECRET_PREFIX = re.compile(
+    r"AKIA|ASIA|gh[pousr]_|github_pat_|glpat-|xox[abposr]-|[sr]k_live_|AIza|sk-ant-(?:api|admin)\d\d-"
+    r"|sk-(?:proj-|svcacct-)?|hf_|SG\.|SK|npm_|pypi-"
+)
 _IPV6_HINT = re.compile(r"::|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{0,4}")
 # Issuer prefixes (IIN ranges) of the card networks, with their lengths
 _CARD_BRANDS = (
@@ -290,7 +295,7 @@ def fake_value(kind: str, original: str, key: bytes) -> str:
     if kind == "secret":
         if original.startswith("-----BEGIN"):
             return "-----BEGIN PRIVATE KEY-----\n<redacted>\n-----END PRIVATE KEY-----"
-        prefix = re.match(r"[A-Za-z]+[_-]?", original)
+        prefix = _SECRET_PREFIX.match(original)
         head = prefix.group() if prefix else ""
         alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
         return head + "".join(
