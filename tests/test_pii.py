@@ -409,6 +409,24 @@ def test_values_directly_next_to_cjk_text(text, value):
     assert [s for s, _ in spans_of(text)] == [value]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug (since IPv4s may end a sentence): a four-level section number at the start of a "
+    "heading line ('3.3.2.1. Customizing ...', '14.3.4.3. Monitoring Files') is a public IPv4; "
+    "83 of the 270 IPs replaced on the dev-web texts are such headings (Python docs, Handbook)",
+)
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sorts it.\n3.3.2.1. Customizing module attribute access\nText",
+        "to /etc/debsums-ignore.\n14.3.4.3. Monitoring Files: audit\n",
+        "4.2.1.1. Redirection of locale",
+    ],
+)
+def test_section_numbers_of_headings_are_not_ips(text):
+    assert find_pii(text) == []
+
+
 @pytest.mark.parametrize(
     "ip",
     [
