@@ -206,7 +206,7 @@ def test_ipv4_at_the_end_of_a_sentence():
 @pytest.mark.xfail(
     strict=True,
     reason="bug: _CARD's first branch ends in \\d{1,7} after three groups, so a 19-digit card grouped "
-    "4-4-4-4-3 never matches whole (0 of 24 in bench/pii_eval.py)",
+    "4-4-4-4-3 never matches whole (0 of 25 in bench/pii_eval.py)",
 )
 @pytest.mark.parametrize("card", ["4111 1111 1111 1111 003", "4111-1111-1111-1111-003"])
 def test_19_digit_card_grouped(card):
@@ -231,7 +231,7 @@ def test_iban_followed_by_an_upper_case_token(after):
 @pytest.mark.xfail(
     strict=True,
     reason="bug: a Slack user token xoxp-<10-13 digits>{3}-<32 hex> can be 74-76 characters after "
-    "'xoxp-'; the pattern allows at most 72 (12% of planted Slack tokens missed)",
+    "'xoxp-'; the pattern allows at most 72 (4 of 100 planted Slack tokens missed)",
 )
 def test_long_slack_user_token():
     token = "xoxp-7064782523611-2787827203651-4740613095643-0123456789abcdef0123456789abcdef"
@@ -294,6 +294,38 @@ def test_country_code_in_brackets():
 )
 def test_phone_followed_by_a_slash_and_another_number(text, values):
     assert [s for s, _ in spans_of(text)] == values
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: the same greedy digit run also takes in a number that follows after a space "
+    "('... 5432 24 hours', '... 1847. 4'); the candidate is invalid and is not retried shorter "
+    "(most of the international misses in bench/pii_eval.py)",
+)
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("call +61 3 9876 5432 24 hours a day", "+61 3 9876 5432"),
+        ("reading is +86 152 9281 1847. 4 is writing", "+86 152 9281 1847"),
+    ],
+)
+def test_phone_followed_by_another_number(text, value):
+    assert [s for s, _ in spans_of(text)] == [value]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="design gap: _QUANTITY drops every 3-3-3 group ('601 234 567') as a formatted count, "
+    "which is how Poland, Portugal, Czechia and Spain write mobile numbers, even after 'Tel.' "
+    "(PL 0.76, PT 0.65, CZ 0.76 recall in bench/pii_eval.py)",
+)
+@pytest.mark.parametrize(
+    ("text", "value", "region"),
+    [("Tel. 601 234 567", "601 234 567", "PL"), ("tel. 912 345 678", "912 345 678", "PT")],
+)
+def test_mobile_numbers_grouped_3_3_3(text, value, region):
+    assert spans_of(text) == [(value, "phone")]
+    assert spans_of(text, regions=[region]) == [(value, "phone")]
 
 
 def test_national_numbers_of_the_row_language():
@@ -371,7 +403,7 @@ def test_python_slices_are_not_ipv6(code):
 @pytest.mark.xfail(
     strict=True,
     reason="bug: an ISBN-10 starting with 0 is a trunk-prefixed national number to libphonenumber "
-    "(FP on 5 of 498 ISBNs in bench/pii_eval.py)",
+    "(FP on 9 of 461 ISBNs in bench/pii_eval.py)",
 )
 def test_isbn10_starting_with_zero():
     assert find_pii("ISBN 0-306-40615-2 and ISBN 0-7936-4053-9") == []
