@@ -137,14 +137,14 @@ class BarrierContext:
         pending = {remote.remote(fn, items[key]): key for key in todo}
         for key, result, exc in _as_completed(pending):
             if exc is not None:
-                log = self.run_dir.work / "errors" / f"phase-{self.phase}-{step}-{key}.txt"
-                log.parent.mkdir(parents=True, exist_ok=True)
-                log.write_text("".join(traceback.format_exception(exc)))
-                cause = getattr(exc, "cause", None) or exc
                 raise RunFailed(
-                    f"{step} task {key} (phase {self.phase}) failed after "
-                    f"{self.spec.max_retries + 1} attempt(s): {type(cause).__name__}: {cause}\n"
-                    f"full traceback: {log}"
+                    _failure_message(
+                        self.run_dir,
+                        f"phase-{self.phase}-{step}-{key}",
+                        f"{step} task {key} (phase {self.phase})",
+                        exc,
+                        self.spec.max_retries,
+                    )
                 ) from None
             finish(key, result)
         return results
@@ -539,14 +539,25 @@ def _task_bytes(task: dict) -> int:
 
 def _describe_failure(run_dir: RunDir, phase: Phase, task: dict, exc: Exception, retries: int) -> str:
     what = Shard(**task["shard"]).describe() if "shard" in task else task["part"]
-    log = run_dir.work / "errors" / f"phase-{phase.index}-{part_name(task['index'])}.txt"
+    name = part_name(task["index"])
+    return _failure_message(
+        run_dir,
+        f"phase-{phase.index}-{name}",
+        f"task {name} (phase {phase.index}, input {what})",
+        exc,
+        retries,
+    )
+
+
+def _failure_message(run_dir: RunDir, log_name: str, title: str, exc: Exception, retries: int) -> str:
+    """Keep the full traceback under ``_work/errors/`` and say in one line what failed and why."""
+    log = run_dir.work / "errors" / f"{log_name}.txt"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("".join(traceback.format_exception(exc)))
     cause = getattr(exc, "cause", None) or exc
     short = f"{type(cause).__name__}: {cause}".strip().splitlines()
     return (
-        f"task {part_name(task['index'])} (phase {phase.index}, input {what}) failed after "
-        f"{retries + 1} attempt(s): {short[-1] if short else type(exc).__name__}\n"
+        f"{title} failed after {retries + 1} attempt(s): {short[-1] if short else type(exc).__name__}\n"
         f"full traceback: {log}"
     )
 

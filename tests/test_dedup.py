@@ -200,8 +200,17 @@ def test_empty_input(tmp_path):
     stats = run_local(pipeline(tmp_path, [], [{"minhash_dedup": {}}]))
     assert duplicates(tmp_path / "out") == {}
     assert read_docs(tmp_path / "out") == []
-    names = [s["name"] for s in stats]
-    assert names[0] == "read"
+    assert [s["name"] for s in stats] == ["read", "minhash_dedup"]
+    dedup = stats[1]
+    assert (dedup["docs_in"], dedup["docs_out"], dedup["dropped"]) == (0, 0, {})
+    assert (
+        dedup["extra"]["documents"] == dedup["extra"]["documents_removed"] == dedup["extra"]["clusters"] == 0
+    )
+    assert pq.read_table(tmp_path / "out" / "dedup" / "duplicates.parquet").column_names == [
+        "id",
+        "kept_id",
+        "stage",
+    ]
 
 
 def test_all_identical_and_empty_texts(tmp_path):
