@@ -34,6 +34,15 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="HTML report of a run directory")
     rep.add_argument("run_dir")
     rep.add_argument("-o", "--output", default=None, help="HTML file (default RUN_DIR/report.html)")
+
+    # Subcommands owned by the tokenizer and training packages.  Their ``register`` functions only
+    # build argparse parsers (no torch import), so ``winnow validate`` stays well under a second;
+    # each sets ``handler`` to a function that imports what it needs when it runs.
+    from tokenizer.cli import register as register_tokenizer
+    from train.cli import register as register_train
+
+    register_tokenizer(sub)
+    register_train(sub)
     return p
 
 
@@ -148,8 +157,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"validate": cmd_validate, "run": cmd_run, "stats": cmd_stats, "report": cmd_report}
-    return handler[args.command](args)
+    builtin = {"validate": cmd_validate, "run": cmd_run, "stats": cmd_stats, "report": cmd_report}
+    handler = builtin.get(args.command) or args.handler
+    return handler(args)
 
 
 if __name__ == "__main__":
