@@ -148,18 +148,21 @@ def expand_paths(patterns: list[str], base: Path) -> tuple[list[str], list[str]]
 
 
 def _resolve_path_fields(params: Params, base: Path) -> tuple[Params, list[str]]:
-    """Make the file parameters a stage declares (``path_fields``) absolute; report missing files."""
+    """Make the file and folder parameters a stage declares (``path_fields``, ``dir_fields``)
+    absolute; report missing ones."""
     update, missing = {}, []
-    for name in getattr(params, "path_fields", ()):
+    fields = [(n, "file", os.path.isfile) for n in getattr(params, "path_fields", ())]
+    fields += [(n, "folder", os.path.isdir) for n in getattr(params, "dir_fields", ())]
+    for name, kind, exists in fields:
         value = getattr(params, name)
         if value is None:  # an optional file left unset
             continue
         paths = [value] if isinstance(value, str) else list(value)
         resolved = [str(p if os.path.isabs(p) else (base / p).resolve()) for p in paths]
         missing += [
-            f"{name}: file {p!r} not found (relative to {base})"
+            f"{name}: {kind} {p!r} not found (relative to {base})"
             for p, r in zip(paths, resolved)
-            if not os.path.isfile(r)
+            if not exists(r)
         ]
         update[name] = resolved[0] if isinstance(value, str) else resolved
     return (params.model_copy(update=update) if update else params), missing
@@ -239,6 +242,12 @@ def _parse_pipeline(config_file: Path, name: str, body: Any) -> PipelineSpec:
         stage_params, missing_files = _resolve_path_fields(stage_params, base)
         problems += [f"{where} › stage {i} {stage_name!r}: {m}" for m in missing_files]
         specs.append(StageSpec(stage_name, stage_params))
+
+    # checks that need the stages before a stage (e.g. tokenize needs a tokenizer from somewhere)
+    for i, spec in enumerate(specs):
+        before = [s.name for s in specs[:i]]
+        for problem in registry.STAGES[spec.name].check_pipeline(spec.params, before):
+            problems.append(f"{where} › stage {i + 1} {spec.name!r}: {problem}")
 
     names = [s.name for s in specs]
     for dup in sorted({n for n in names if names.count(n) > 1}):

@@ -150,6 +150,12 @@ class Stage:
         self.changed_samples: list[dict[str, Any]] = []
         self.sample_limit = 20
 
+    @classmethod
+    def check_pipeline(cls, params: Params, before: list[str]) -> list[str]:
+        """Config-time checks that need the pipeline: ``before`` names the stages that run
+        earlier.  Returns problems (one line each); ``winnow validate`` reports them."""
+        return []
+
     def prepare(self) -> None:
         """Driver side, once per run before any task, while Ray starts: build what every task
         would otherwise rebuild (e.g. a parsed block list) into ``self.work``.  Must be
