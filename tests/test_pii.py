@@ -203,11 +203,6 @@ def test_ipv4_at_the_end_of_a_sentence():
     assert spans_of("The resolver is 8.8.8.8.") == [("8.8.8.8", "ip")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _CARD's first branch ends in \\d{1,7} after three groups, so a 19-digit card grouped "
-    "4-4-4-4-3 never matches whole (0 of 25 in bench/pii_eval.py)",
-)
 @pytest.mark.parametrize("card", ["4111 1111 1111 1111 003", "4111-1111-1111-1111-003"])
 def test_19_digit_card_grouped(card):
     assert spans_of(f"card {card} ok") == [(card, "credit_card")]
@@ -217,25 +212,39 @@ def test_19_digit_card_compact():
     assert spans_of("card 4111111111111111003 ok") == [("4111111111111111003", "credit_card")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _IBAN is greedy and validated once; an IBAN followed by a space and an upper-case "
-    "or digit token ('BIC', 'EUR', 'I', a year) takes that token in, fails the checksum and stays",
+@pytest.mark.parametrize(
+    ("text", "card"),
+    [
+        ("run on Python 4111 1111 1111 1111 3.0 only", "4111 1111 1111 1111"),
+        ("card 5555-5555-5555-4444-7 (old)", "5555-5555-5555-4444"),
+    ],
 )
+def test_card_followed_by_another_number(text, card):
+    assert spans_of(text) == [(card, "credit_card")]
+
+
+def test_card_digits_inside_a_longer_token_stay():
+    assert find_pii("commit f04ff4664bf1d17a7e8cea5713746805319360ee and x4111111111111111") == []
+
+
 @pytest.mark.parametrize("after", ["BIC COBADEFFXXX", "EUR", "I think", "2024"])
 def test_iban_followed_by_an_upper_case_token(after):
     value = "DE89 3704 0044 0532 0130 00"
     assert spans_of(f"IBAN {value} {after}") == [(value, "iban")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a Slack user token xoxp-<10-13 digits>{3}-<32 hex> can be 74-76 characters after "
-    "'xoxp-'; the pattern allows at most 72 (4 of 100 planted Slack tokens missed)",
-)
 def test_long_slack_user_token():
     token = "xoxp-7064782523611-2787827203651-4740613095643-0123456789abcdef0123456789abcdef"
     assert spans_of(f"token {token} here") == [(token, "secret")]
+
+
+def test_encrypted_key_block_after_an_unterminated_begin_line():
+    block = (
+        "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: DES-EDE3-CBC,3F17F5316E2BAC89\n\n"
+        "MIIEpAIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n-----END RSA PRIVATE KEY-----"
+    )
+    text = f"Docs show -----BEGIN PRIVATE KEY----- (the header).\n{block}\nend"
+    assert spans_of(text) == [(block, "secret")]
 
 
 def test_slack_user_token_of_usual_length():
@@ -243,48 +252,23 @@ def test_slack_user_token_of_usual_length():
     assert spans_of(f"token {token} here") == [(token, "secret")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a Japanese number '+81 893-85-6837' has the shape of an SSN at its end; us_ssn wins "
-    "the overlap, so '+81 ' stays and the number is typed us_ssn",
-)
 def test_international_phone_that_ends_like_an_ssn():
     assert spans_of("call +81 893-85-6837 now") == [("+81 893-85-6837", "phone")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the digit count includes the '00' exit code, so a 16-character 00-form of a valid "
-    "15-digit-or-less E.164 number ('0043 7723 36600666') is over the 15-digit limit",
-)
 def test_00_prefixed_long_international_number():
     assert spans_of("Tel. 0043 7723 36600666 bitte") == [("0043 7723 36600666", "phone")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _NOT_PHONE is searched, not matched, so '+61-2-3064-3877' and '+61.3.5736.1469' "
-    "are rejected because '61-2-3064' / '61.3.5736' look like dates",
-)
 @pytest.mark.parametrize("phone", ["+61-2-3064-3877", "+61.3.5736.1469"])
 def test_international_phone_with_date_like_digits(phone):
     assert spans_of(f"call {phone} now") == [(phone, "phone")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _PHONE cannot start with '(' before '+', so '(+30) 2109 876543' is read as "
-    "'+30) ...' with unbalanced brackets and dropped",
-)
 def test_country_code_in_brackets():
     assert spans_of("Tel. (+30) 2109 876543 bitte") == [("(+30) 2109 876543", "phone")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _PHONE's run of digits and phone punctuation crosses ' / ' into the next number; "
-    "the merged candidate is rejected or cut ('030 1234567 / 030' is replaced and '7654321' stays)",
-)
 @pytest.mark.parametrize(
     ("text", "values"),
     [
@@ -296,12 +280,6 @@ def test_phone_followed_by_a_slash_and_another_number(text, values):
     assert [s for s, _ in spans_of(text)] == values
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the same greedy digit run also takes in a number that follows after a space "
-    "('... 5432 24 hours', '... 1847. 4'); the candidate is invalid and is not retried shorter "
-    "(most of the international misses in bench/pii_eval.py)",
-)
 @pytest.mark.parametrize(
     ("text", "value"),
     [
@@ -313,12 +291,6 @@ def test_phone_followed_by_another_number(text, value):
     assert [s for s, _ in spans_of(text)] == [value]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design gap: _QUANTITY drops every 3-3-3 group ('601 234 567') as a formatted count, "
-    "which is how Poland, Portugal, Czechia and Spain write mobile numbers, even after 'Tel.' "
-    "(PL 0.76, PT 0.65, CZ 0.76 recall in bench/pii_eval.py)",
-)
 @pytest.mark.parametrize(
     ("text", "value", "region"),
     [("Tel. 601 234 567", "601 234 567", "PL"), ("tel. 912 345 678", "912 345 678", "PT")],
@@ -328,12 +300,44 @@ def test_mobile_numbers_grouped_3_3_3(text, value, region):
     assert spans_of(text, regions=[region]) == [(value, "phone")]
 
 
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("Tél. 01.42.68.53.00 (standard)", "01.42.68.53.00"),  # dotted French, not a date
+        ("3003 Bern +41.31.322.55.11\nHerausgeber", "+41.31.322.55.11"),
+        ("Telefon +49 (0)40 / 49 07 11 06\n", "+49 (0)40 / 49 07 11 06"),  # slash after the area code
+        ("Tel. 030 / 2325 786 -122", "030 / 2325 786"),  # the extension stays
+        ("Tel. (351) 937 401 570.", "(351) 937 401 570"),  # bracketed country code without '+'
+    ],
+)
+def test_phone_layouts(text, value):
+    assert spans_of(text) == [(value, "phone")]
+
+
+def test_numbers_without_a_trunk_prefix_must_be_grouped_as_their_country_writes_them():
+    # Danish numbers have no leading '0': only the layout tells a number from a table cell
+    assert spans_of("Tlf. 93 19 19 13", regions=["DK"]) == [("93 19 19 13", "phone")]
+    assert find_pii("Tlf. 93 1919 13", regions=["DK"]) == []
+    assert find_pii("120 x 93 1919 13 Öl auf Leinwand") == []
+    assert find_pii("We sold 123 456 789 units") == []
+
+
 def test_national_numbers_of_the_row_language():
     text = "Звоните 8 (495) 123-45-67 днём"
     assert spans_of(text) == []  # RU is not a default phone region
     stage = make()
     assert transform(stage, [text], language=["ru"]) == ["Звоните <PHONE> днём"]
     assert spans_of(text, regions=["RU"]) == [("8 (495) 123-45-67", "phone")]
+
+
+def test_email_tlds_come_from_tldextracts_public_suffix_list():
+    from stages.pii import _public_suffixes
+    from stages.url_filter import tld_extractor
+
+    assert _public_suffixes() == {s.rsplit(".", 1)[-1].lower() for s in tld_extractor().tlds}
+    assert spans_of("mail curator@natural-history.museum now") == [
+        ("curator@natural-history.museum", "email")
+    ]
 
 
 def test_regions_may_be_a_list_or_a_tuple():
@@ -349,7 +353,13 @@ NEGATIVES = {
     "card_unknown_prefix": ["9999 9999 9999 9995"],
     "iban_bad_checksum": ["DE88 3704 0044 0532 0130 00", "GB28 NWBK 6016 1331 9268 19"],
     "ssn_never_issued": ["000-12-3456", "666-12-3456", "912-34-5678", "123-00-4567", "123-45-0000"],
-    "isbn": ["ISBN 978-3-16-148410-0", "ISBN 9783161484100", "ISBN-13: 978-0-596-52068-7"],
+    "isbn": [
+        "ISBN 978-3-16-148410-0",
+        "ISBN 9783161484100",
+        "ISBN-13: 978-0-596-52068-7",
+        "ISSN 2222-2464",
+        "ISSN: 2283-5474",
+    ],
     "date": ["2023-04-17", "17.04.2023", "04/17/2023", "2023-04-17T10:32:00Z", "17 April 2023"],
     "year_range": ["1990-2005", "1990–2005", "1914 - 1918", "(1939-1945)", "2019/2020"],
     "version": ["version 1.2.3.4", "v1.2.3.4", "Version 4.19.0.12", "v2.10.1", "10.0.19041.1", "3.11.7"],
@@ -389,40 +399,20 @@ def test_near_miss_stays(kind, value):
     assert find_pii(text) == [], spans_of(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Python slices 'a[::2]' / 'xs[1::3]' parse as IPv6 '::2' / '1::3', which "
-    "ipaddress calls global (::/8 is reserved, not private); fix: also require not is_reserved "
-    "(or 2000::/3) for public IPv6",
-)
 @pytest.mark.parametrize("code", ["a[::2]", "xs[1::3]", "s[::-1] + t[::4]"])
 def test_python_slices_are_not_ipv6(code):
     assert find_pii(f"use {code} here") == []
+    assert find_pii(f"use {code} here", private_ip=True) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an ISBN-10 starting with 0 is a trunk-prefixed national number to libphonenumber "
-    "(FP on 9 of 461 ISBNs in bench/pii_eval.py)",
-)
 def test_isbn10_starting_with_zero():
     assert find_pii("ISBN 0-306-40615-2 and ISBN 0-7936-4053-9") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _PHONE may start right after '-', so two all-digit groups inside a UUID "
-    "('...-4099-8164-...') are read as a phone number (5% of random UUIDs)",
-)
 def test_uuid_with_digit_groups():
     assert find_pii("id 5bc8fbbc-bde5-4099-8164-d8399f767c45 ok") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _PHONE may start right after '-' or a quote, so the number part of a CVE id and a "
-    "quoted digit string in code are read as phone numbers (carrier-text FPs in bench/pii_eval.py)",
-)
 @pytest.mark.parametrize("text", ["Django CVE-2018-7536: denial of service", "b'0123456789'"])
 def test_cve_ids_and_quoted_digit_strings(text):
     assert find_pii(text) == []
@@ -435,18 +425,13 @@ def test_cve_ids_and_quoted_digit_strings(text):
         ("请联系 john@example.com获取", "john@example.com"),
         ("服务器8.8.8.8的地址", "8.8.8.8"),
         ("电话+86 10 6552 9988。", "+86 10 6552 9988"),
+        ("刑罰は課せ 2a03:2880:f12f:83:face:b00c::25deられない", "2a03:2880:f12f:83:face:b00c::25de"),
     ],
 )
 def test_values_directly_next_to_cjk_text(text, value):
     assert [s for s, _ in spans_of(text)] == [value]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (since IPv4s may end a sentence): a four-level section number at the start of a "
-    "heading line ('3.3.2.1. Customizing ...', '14.3.4.3. Monitoring Files') is a public IPv4; "
-    "83 of the 270 IPs replaced on the dev-web texts are such headings (Python docs, Handbook)",
-)
 @pytest.mark.parametrize(
     "text",
     [
@@ -457,6 +442,32 @@ def test_values_directly_next_to_cjk_text(text, value):
 )
 def test_section_numbers_of_headings_are_not_ips(text):
     assert find_pii(text) == []
+
+
+def test_an_ip_ending_a_sentence_at_a_line_start_is_still_an_ip():
+    assert spans_of("Resolvers:\n8.8.8.8 and 1.1.1.1. Both answer.") == [("8.8.8.8", "ip"), ("1.1.1.1", "ip")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Spielbericht 02.02.2022 10:16 Uhr - 1. Bundesliga",  # a date and an hour
+        "files newer than 2107-12-31, the timestamp",  # ISO dates of any year
+        "outside of the 0001-01-01 through 9999-12-31 range",
+        "Le décret n°2019-1130 validant les statuts",  # a decree number
+        "Fibonacci: 89 144 233 377 610 987 1597\nThe keyword",
+        "Motorsteuerung 206 / 248-253 232 X X FTO",  # page ranges in a table
+        "Gemischbildung 270-282 238 / 242 / 250 X",
+        "Standheizung 688/ 689 178-182 AMA",
+        "März 2021 Mo 22 23 24 25 26 27 28 März",
+        "(-95.23506, 38.971823), (-95.363151, 29.763374)",
+        "DNSサーバに送信するVersion 9.9.5.5.ように",  # a version right after CJK text
+        "void C::f(), A::B, Data::a, ::ffff:192.0.2.1",  # C++ scopes, IPv4-mapped documentation
+        "keyxAKIAIOSFODNN7EXAMPLE and 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y",  # inside longer tokens
+    ],
+)
+def test_near_misses_seen_on_web_pages_stay(text):
+    assert find_pii(text) == [], spans_of(text)
 
 
 @pytest.mark.parametrize(
