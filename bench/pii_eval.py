@@ -37,8 +37,12 @@ quotes or sentence punctuation around them.  The values come from Faker, many lo
 A second set of documents (``clean``) gets no PII, only hard negatives that must stay: ISBN-10/13,
 dates, year ranges, version strings (``version 1.2.3.4``, ``v2.10.1``), order/invoice/tracking
 numbers, prices, times, code (slices such as ``a[::2]``, hex literals, SQL, shell prompts), git and
-SHA-256 hashes, UUIDs, private IPs, and numbered section headings on a line of their own
-(``3.3.2.1. Known issues``, as the Python docs and the Handbook number theirs).
+SHA-256 hashes, UUIDs, private IPs, numbered section headings on a line of their own
+(``3.3.2.1. Known issues``, as the Python docs and the Handbook number theirs), section numbers in
+running text (``see Section 9.2.1.4, “...”``, ``RFC 7231#section-7.1.1.1``, ``§ 4.1.2.6``), versions
+after a product name (``[GCC 2.7.2.2]``, ``(zlib 1.2.0.1)``, ``Firefox/2.0.0.11``) and decimals whose
+fraction digits are a Luhn-valid card number or an SSN (``827.4111111111111111``): the false
+positives seen on ``english_dev`` (``pii_real.py`` lists every replacement on real text).
 
 Metrics, for both systems on the same texts (winnow's spans from ``find_pii`` with the stage's
 defaults, checked to equal the stage's output; datatrove's from its own two regexes and validator,
@@ -431,6 +435,9 @@ class Generators:
                 "hash",
                 "private_ip",
                 "section_heading",
+                "section_ref",
+                "product_version",
+                "fraction",
             )
         )
         r = rng.random()
@@ -529,6 +536,31 @@ class Generators:
         if kind == "section_heading":  # a numbered heading on a line of its own, as docs have them
             number = ".".join(str(rng.randint(1, 16)) for _ in range(4))
             return kind, f"{number}. {rng.choice(HEADINGS)}"
+        if kind == "section_ref":  # a dotted-quad section number in running text (Debian, RFCs, C99)
+            number = ".".join(str(rng.randint(1, 16)) for _ in range(4))
+            return kind, rng.choice(
+                (
+                    f"(see Section {number}, “{rng.choice(HEADINGS)}”)",
+                    f"as specified in section {number} of the standard",
+                    f"RFC {rng.randint(1000, 9999)}#section-{number}",
+                    f"§ {number}",
+                    f"chapter {number}",
+                )
+            )
+        if kind == "product_version":  # a four-part version right after the product's name
+            number = ".".join(str(rng.randint(0, 31)) for _ in range(4))
+            return kind, rng.choice(
+                (
+                    f"[GCC {number}]",
+                    f"(zlib {number})",
+                    f"Firefox/{number}",
+                    f"OpenSSL {number}",
+                    f"Gecko/20071127 Firefox/{number}",
+                )
+            )
+        if kind == "fraction":  # a float whose fraction digits are a Luhn-valid card number or an SSN
+            card = f.credit_card_number(card_type=rng.choice(("visa16", "mastercard")))
+            return kind, rng.choice((f"{rng.randint(1, 999)}.{card}", f"{rng.randint(1, 99)}.{f.ssn()}"))
         if kind == "hash":
             return kind, rng.choice(
                 (

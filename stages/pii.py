@@ -5,12 +5,16 @@ pattern-matching"), so version strings, years, ISBNs and order numbers stay:
 
 * ``email``: RFC-ish local part and a host whose last label is a real top-level domain (the
   public suffix list bundled with tldextract, read offline), also the obfuscated
-  ``name [at] host [dot] com`` / ``(at)`` forms.
+  ``name [at] host [dot] com`` / ``(at)`` forms; not a Message-ID (``<20030112190404.GE29873@host>``).
 * ``ip``: IPv4/IPv6 parsed by ``ipaddress``.  Public addresses only unless ``private_ip: true``
   (then also private, loopback, link-local and documentation ones); an IPv6 must be global
   unicast (``2000::/3``), or loopback/link-local/ULA with ``private_ip``, so Python slices such
-  as ``a[::2]`` are never addresses.  An IPv4 after ``v``/``version`` is a version, and a dotted
-  quad opening a line and followed by ``". "`` is a section number (``3.3.2.1. Known issues``).
+  as ``a[::2]`` are never addresses.  A dotted quad is a version after ``v``/``version``, and
+  also after a product's name with all octets < 32 (``[GCC 2.7.2.2]``, ``zlib 1.2.0.1``,
+  ``Firefox/2.0.0.11``); it is a section number opening a line and followed by ``". "``
+  (``3.3.2.1. Known issues``) or after ``section``/``chapter``/``§``/``#section-`` with parts
+  < 100 (``see Section 9.2.1.4``).  An address followed by ``/N`` with its host bits zero is a
+  network (``2002::/16``), not a machine; ``a.b.c.d.in-addr.arpa`` is read reversed.
 * ``phone``: digit groups with phone punctuation, parsed and validated by ``phonenumbers`` (Google's
   libphonenumber metadata): international ``+``/``00`` forms for every country, national forms for
   the ``phone_regions`` (default: 24 countries; the row's ``language`` adds its main country),
@@ -18,11 +22,13 @@ pattern-matching"), so version strings, years, ISBNs and order numbers stay:
   where numbers have no trunk prefix, as in DK, NO, ES, PL: there only the layout tells a number
   from a table cell).  Year ranges, dates, decimals, dotted quads, ISBNs/ISSNs, formatted counts,
   page ranges and national numbers of fewer than 8 digits never reach the parser; a number never
-  starts right after a letter, ``-``, ``/`` or a string prefix (``CVE-2018-7536``, UUIDs,
-  ``b'0123456789'``).
+  starts right after a letter, ``-``, ``/``, ``<digit>.`` (a fraction), ``N x `` (a dimension) or
+  a string prefix (``CVE-2018-7536``, UUIDs, ``b'0123456789'``), nor ends before ``-<letter>``
+  (``03798958-b27f-...``, a UUID's first group).
 * ``credit_card``: 12-19 digits, compact or in groups of 4 (Amex 4-6-5, Diners 4-6-4, 19 digits
   4-4-4-4-3) with one kind of separator, a known card prefix (IIN range) and length, and a valid
-  Luhn checksum (``python-stdnum``); not inside a longer token or a URL path.
+  Luhn checksum (``python-stdnum``); not inside a longer token or a URL path, nor the fraction
+  digits of a decimal (``827.5950000000001``).
 * ``iban``: country code, check digits and BBAN validated by ``stdnum.iban`` (length per country,
   mod-97 checksum); a grouped IBAN followed by another token (``BIC``, ``EUR``, a year) is retried
   without it.
@@ -31,7 +37,8 @@ pattern-matching"), so version strings, years, ISBNs and order numbers stay:
   code (``+81 893-85-6837`` is a phone number).
 * ``secret``: API keys and tokens with well-known prefixes and exact formats (AWS, GitHub, GitLab,
   Slack, Stripe, Google, OpenAI, Anthropic, Hugging Face, SendGrid, Twilio, npm, PyPI), not inside
-  a longer token, and PEM private key blocks.
+  a longer token, and PEM private key blocks (with a base64 body: ``... (key here) ...`` in
+  documentation stays).
 
 Replacement (``mode``): ``placeholder`` (``<EMAIL>``, ``<PHONE>``, ...; each overridable) or ``fake``:
 a value of the same shape derived from a keyed hash of the original (the same original gets the
@@ -103,26 +110,66 @@ _AT = re.compile(r"\s?[\[({]\s?at\s?[\])}]\s?", re.IGNORECASE)
 _AT_HINT = re.compile(r"[\[({]\s?at\s?[\])}]", re.IGNORECASE)  # no leading \s?: 10x faster scan
 # an e-mail around an '@' lies within this window: local part <= 64, host <= 253 (+ "[dot]"s)
 _EMAIL_BEFORE, _EMAIL_AFTER = 66, 400
+# '<20030112190404.GE29873@epoch.metaslash.com>': a Message-ID (a timestamp, a dot, a random part),
+# not a mailbox; no mailbox name starts with 12 digits and a dot
+_MESSAGE_ID_LOCAL = re.compile(r"\d{12,}[.$]")
 
 # --- IP addresses ---------------------------------------------------------------------------------
 _IPV4 = re.compile(r"(?<![A-Za-z0-9_.])(?:\d{1,3}\.){3}\d{1,3}(?![A-Za-z0-9_]|\.\d)")
 _IPV6 = re.compile(
     r"(?<![A-Za-z0-9_:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?:%[A-Za-z0-9_]+)?(?![A-Za-z0-9_:])"
 )
+_PREFIX_LENGTH = re.compile(r"/(\d{1,3})(?!\d)")
+_REVERSE_DNS = ".in-addr.arpa"  # '1.0.0.127.in-addr.arpa' names 127.0.0.1 (octets reversed)
 _IPV6_COLONS = re.compile(r":[0-9A-Fa-f]{0,4}:")  # every IPv6 address has one; a literal-first scan
 _HEX_OR_COLON = frozenset("0123456789abcdefABCDEF:")
 _GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
 _ULA = ipaddress.ip_network("fc00::/7")
-_VERSION_BEFORE = re.compile(r"(?<![A-Za-z])(?:v|version\s?|ver\.?\s?)$", re.IGNORECASE)
+_VERSION_BEFORE = re.compile(r"(?<![A-Za-z])(?:v|version\s?|ver\.?\s?)[=:]?\s?$", re.IGNORECASE)
+# A dotted quad of one- and two-digit parts that a document refers to as a section ('see Section
+# 9.2.1.4', 'section 6.4.4.2 of the C99 standard', 'RFC 7231#section-7.1.1.1', '§ 4.1.2.6') numbers
+# that section; a part of three digits is an address's ('the section 96.63.241.182 above').
+_SECTION_BEFORE = re.compile(
+    r"(?:(?<![A-Za-z])(?:sections?|sect?\.|chapters?|ch\.|clauses?|appendix|annex|paragraphs?|para\.)"
+    r"[ \u00a0]|#section-|§[ \u00a0]?)$",
+    re.IGNORECASE,
+)
+# A dotted quad whose octets are all < 32 right after a product's name and one space or '/' ('[GCC
+# 2.7.2.2]', '(zlib 1.2.0.1)', 'Firefox/2.0.0.11') is that product's version: version parts are
+# small, while only ~0.02 % of random public addresses have four octets < 32 (mostly well-known
+# resolvers such as 1.1.1.1, which identify nobody).  A name is a word before '/', one with a
+# capital or digit after its first letter (GCC, OpenSSL, X11), or a product usually written in
+# lower case; ordinary words ('contact 8.8.8.8'), words that introduce an address in any case
+# ('IP', 'DNS', 'VPN', 'FROM') and a label's ':' ('Host: 1.2.3.4') keep it an address.
+_WORD_BEFORE = re.compile(r"(?<![A-Za-z0-9_.+-])([A-Za-z][A-Za-z0-9_.+-]{0,30})(?:[ \u00a0]|(?<!/)/)$")
+_PRODUCTS = frozenset((
+    "zlib", "gcc", "glibc", "libc", "openssl", "libssl", "bash", "perl", "python", "java", "jdk", "jre",
+    "php", "ruby", "node", "nodejs", "mysql", "mariadb", "sqlite", "postgresql", "nginx", "apache",
+    "httpd", "curl", "wget", "git", "firefox", "chrome", "chromium", "safari", "opera", "thunderbird",
+    "windows", "linux", "kernel", "android", "build", "release", "rev", "revision", "update", "patch",
+    "firmware", "bios", "driver", "sdk", "api", "libpng", "libxml2", "busybox", "samba", "squid",
+))  # fmt: skip
+_IP_WORDS = frozenset((
+    "ip", "ips", "ipv4", "ip-address", "ip-adresse", "address", "addresses", "addr", "adresse",
+    "adresa", "indirizzo", "dirección", "host", "hosts", "hostname", "server", "servers", "dns",
+    "nameserver", "resolver", "gateway", "router", "proxy", "peer", "node", "client", "machine", "box",
+    "interface", "nat", "vpn", "ping", "traceroute", "telnet", "ssh", "connect", "connecting",
+    "connected", "connection", "from", "to", "at", "on", "via", "by", "through", "in", "into", "of",
+    "for", "with", "and", "or", "is", "was", "are", "be", "as", "like", "use", "using", "set", "sets",
+    "e.g.", "eg", "i.e.", "ie", "z.b.", "zb", "bzw.", "von", "an", "auf", "über", "unter", "nach",
+    "de", "la", "le", "à", "vers", "sur", "por", "para",
+))  # fmt: skip
+_SMALL_OCTET = 32
 
 # --- digit runs: cards, SSNs, IPv4s, phones (and IBANs just before/around them) ----------------
 _NUMERIC_RUN = re.compile(r"\d[\d \u00a0.()/-]{5,}\d")
 _DIGITS = re.compile(r"\d+")
+# digits right after '<digit>.' are a fraction ('827.5950000000001'), never the start of a number
 _CARD = re.compile(
-    r"(?<![A-Za-z0-9_/-])(?:\d{4}([ -]?)\d{4}\1\d{4}\1\d{1,4}(?:\1\d{1,3})?|\d{4}([ -]?)\d{6}\2\d{4,5})"
-    r"(?![A-Za-z0-9_-])"
+    r"(?<![A-Za-z0-9_/-])(?<!\d\.)"
+    r"(?:\d{4}([ -]?)\d{4}\1\d{4}\1\d{1,4}(?:\1\d{1,3})?|\d{4}([ -]?)\d{6}\2\d{4,5})(?![A-Za-z0-9_-])"
 )
-_SSN = re.compile(r"(?<![\d-])\d{3}([- ])\d{2}\1\d{4}(?![\d-])")
+_SSN = re.compile(r"(?<![\d-])(?<!\d\.)\d{3}([- ])\d{2}\1\d{4}(?![\d-])")
 _COUNTRY_CODE_BEFORE = re.compile(r"(?:\+|(?<!\d)00)\d{1,3}[ .-]?$")
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){10,30}(?![A-Za-z0-9])")
 _IBAN_LOOKBACK, _IBAN_LOOKAHEAD = 40, 40  # an IBAN begins and ends within 40 characters of a digit run
@@ -163,6 +210,8 @@ _NOT_PHONE = re.compile(
 # parser, whose grouping check rejects it where that is not a phone layout
 _QUANTITY = re.compile(r"\d{1,3}(?:([ .,])\d{3})(?:\1\d{3})*")
 _MOBILE_3_3_3 = re.compile(r"\d{3} \d{3} \d{3}")
+# '110 x 88 1905-06 21' (a picture's size, then its years): a number right after 'N x ' is a dimension
+_DIMENSION_BEFORE = re.compile(r"\d[ \u00a0]?[x×][ \u00a0]?$")
 _RANGE = re.compile(r"(?<!\d)(\d{2,4})-(\d{2,4})(?!\d)")  # '210-212 233': pages 210-212, then 233
 _BRACKETED_COUNTRY_CODE = re.compile(r"\(\d{1,3}\) ")
 _ISBN_BEFORE = re.compile(r"IS[BS]N(?:-1[03])?:?\s*$", re.IGNORECASE)  # ISBN, ISSN
@@ -193,6 +242,8 @@ _SECRETS = tuple(
         r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----",
     )
 )
+# a key block whose body has no base64 line is documentation ('... (private key in base64) ...')
+_BASE64_LINE = re.compile(r"[A-Za-z0-9+/]{40,}")
 # the fixed head of each token format, kept by fake values (the rest is random)
 _SECRET_PREFIX = re.compile(
     r"AKIA|ASIA|gh[pousr]_|github_pat_|glpat-|xox[abposr]-|[sr]k_live_|AIza|sk-ant-(?:api|admin)\d\d-"
@@ -327,7 +378,10 @@ def _secret_spans(text: str) -> list[Span]:
     for pattern in _SECRETS:
         for m in pattern.finditer(text):
             # a token inside a longer one (base64 data, a hash) is a coincidence, not a key
-            if m.group().startswith("-----") or not m.start() or not _ascii_word_char(text[m.start() - 1]):
+            if m.group().startswith("-----"):
+                if _BASE64_LINE.search(m.group()):
+                    spans.append((m.start(), m.end(), "secret"))
+            elif not m.start() or not _ascii_word_char(text[m.start() - 1]):
                 spans.append((m.start(), m.end(), "secret"))
     return spans
 
@@ -354,10 +408,18 @@ def _email_spans(text: str) -> list[Span]:
     centres += [m.span() for m in _AT_HINT.finditer(text)]
     spans = []
     for lo, hi in _windows(sorted(centres), _EMAIL_BEFORE, _EMAIL_AFTER, len(text)):
-        spans += [
-            (m.start(), m.end(), "email") for m in _EMAIL.finditer(text, lo, hi) if _valid_email(m.group())
-        ]
+        for m in _EMAIL.finditer(text, lo, hi):
+            if _valid_email(m.group()) and not _message_id(text, m):
+                spans.append((m.start(), m.end(), "email"))
     return spans
+
+
+def _message_id(text: str, m: re.Match) -> bool:
+    return (
+        text[m.start() - 1 : m.start()] == "<"
+        and text[m.end() : m.end() + 1] == ">"
+        and _MESSAGE_ID_LOCAL.match(m.group()) is not None
+    )
 
 
 def _ipv6_spans(text: str, private: bool) -> list[Span]:
@@ -372,15 +434,49 @@ def _ipv6_spans(text: str, private: bool) -> list[Span]:
     spans = []
     for lo, hi in _windows(centres, 0, 60, len(text)):
         for m in _IPV6.finditer(text, lo, hi):
-            if m.group().count(":") >= 2 and _valid_ip(m.group(), private):
+            if (
+                m.group().count(":") >= 2
+                and _valid_ip(m.group(), private)
+                and not _network_prefix(text, m.end(), m.group())
+            ):
                 spans.append((m.start(), m.end(), "ip"))
     return spans
 
 
-def _section_number(text: str, start: int, end: int) -> bool:
-    """A dotted quad opening a line and followed by '. ' numbers a heading ('3.3.2.1. Known issues')."""
+def _not_an_ipv4(text: str, start: int, end: int) -> bool:
+    """Whether the dotted quad ``text[start:end]`` is a version or a section number, not an address."""
+    before = text[max(0, start - 32) : start]
+    octets = [int(octet) for octet in text[start:end].split(".")]
+    if _VERSION_BEFORE.search(before, len(before) - 10):
+        return True
+    if max(octets) < 100 and _SECTION_BEFORE.search(before, len(before) - 12):
+        return True
+    # a heading: opening a line and followed by '. ' ('3.3.2.1. Known issues')
     line_start = text.rfind("\n", 0, start) + 1
-    return text.startswith((". ", ".\t", ".\u00a0"), end) and not text[line_start:start].strip()
+    if text.startswith((". ", ".\t", ".\u00a0"), end) and not text[line_start:start].strip():
+        return True
+    word = _WORD_BEFORE.search(before)
+    if not word or max(octets) >= _SMALL_OCTET or word.group(1).lower() in _IP_WORDS:
+        return False
+    name = word.group(1)
+    return (
+        before.endswith("/")
+        or name.lower() in _PRODUCTS
+        or any(ch.isupper() or ch.isdigit() for ch in name[1:])
+    )
+
+
+def _network_prefix(text: str, ip_end: int, address: str) -> bool:
+    """Whether ``address`` followed by ``/N`` names a network ('2002::/16', '203.0.113.0/24': host
+    bits all zero, a prefix shorter than the address), which identifies a block, not a machine."""
+    m = _PREFIX_LENGTH.match(text, ip_end)
+    if not m:
+        return False
+    try:
+        net = ipaddress.ip_network(f"{address.split('%', 1)[0]}/{m.group(1)}", strict=True)
+    except ValueError:
+        return False
+    return net.prefixlen < net.max_prefixlen
 
 
 def _iban_at(text: str, m: re.Match) -> tuple[int, int] | None:
@@ -417,6 +513,8 @@ def _phone_in_run(
         return None
     if before == "." and start >= 2 and text[start - 2].isdigit():
         return None
+    if _DIMENSION_BEFORE.search(text, max(0, start - 4), start):
+        return None
     exit_code = text.startswith("00", start) and not text.startswith("000", start)
     international = exit_code or text.startswith(("+", "(+"), start)
     isbn_context = _ISBN_BEFORE.search(text, max(0, start - 16), start) is not None
@@ -431,6 +529,8 @@ def _phone_in_run(
             continue  # a shorter candidate ends before a space, never inside '+49-30-123'
         if end < len(text) and _ascii_word_char(text[end]):
             continue  # '+49 89 1234567abc'
+        if text[end : end + 1] == "-" and text[end + 1 : end + 2].isalpha():
+            continue  # the head of a longer id: a UUID's first group ('03798958-b27f-4f0a-...')
         # E.164: at most 15 digits.  A national number has an area code: 8+ digits (7-digit local
         # numbers are ids, years and postcodes on web pages far more often).
         if not (7 if international else 8) <= counts[j - i] <= 15:
@@ -532,10 +632,13 @@ def _numeric_spans(
                     spans.append((m.start(), m.end(), "us_ssn"))
         if "ip" in types and "." in run.group():
             for m in _IPV4.finditer(text, start, hi):
+                address = m.group()
+                if text.startswith(_REVERSE_DNS, m.end()):
+                    address = ".".join(reversed(address.split(".")))
                 if (
-                    _valid_ip(m.group(), private_ip)
-                    and not _VERSION_BEFORE.search(text, max(0, m.start() - 8), m.start())
-                    and not _section_number(text, m.start(), m.end())
+                    _valid_ip(address, private_ip)
+                    and not _not_an_ipv4(text, m.start(), m.end())
+                    and not _network_prefix(text, m.end(), address)
                 ):
                     spans.append((m.start(), m.end(), "ip"))
         if "iban" in types:
