@@ -22,17 +22,113 @@ def _lazy(module: str):
 
 
 def _pretrain_parser(train_sub: argparse._SubParsersAction) -> None:
-    p = train_sub.add_parser("pretrain", help="pretrain a GPT on the token shards of run directories")
+    p = train_sub.add_parser(
+        "pretrain",
+        help="pretrain a GPT on the token shards of run directories",
+        description="Pretrain a GPT on token shards (or text Parquet + --tokenizer). Flags left out on "
+        "--resume take the checkpoint's values; flags that define the run must not change.",
+    )
+    d = p.add_argument_group("data")
+    d.add_argument(
+        "--data",
+        action="append",
+        metavar="RUN_DIR[:WEIGHT]",
+        help="run dir with tokens/ (or data/ text + --tokenizer); repeat for a mixture",
+    )
+    d.add_argument(
+        "--val",
+        action="append",
+        metavar="RUN_DIR",
+        help="validation data: a run's tokens/val split, or a text run used whole "
+        "(default: the val splits of --data)",
+    )
+    d.add_argument("--tokenizer", metavar="DIR", help="tokenizer for text Parquet (checked against shards)")
+    d.add_argument("--out", required=True, metavar="DIR", help="output: checkpoints/, metrics.jsonl")
+    m = p.add_argument_group("model (the depth dial, then explicit overrides)")
+    m.add_argument("--depth", type=int, help="layers; width 64*depth, heads, MLP and lr derive (default 6)")
+    m.add_argument("--block-size", type=int, help="context length in tokens (default 1024)")
+    m.add_argument("--n-embd", type=int)
+    m.add_argument("--n-head", type=int)
+    m.add_argument("--n-kv-head", type=int, help="< n_head: grouped-query attention")
+    m.add_argument("--mlp-hidden", type=int)
+    m.add_argument("--rope-theta", type=float)
+    m.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=None)
+    o = p.add_argument_group("optimization")
+    length = o.add_mutually_exclusive_group()
+    length.add_argument("--max-steps", type=int, help="optimizer steps")
+    length.add_argument("--tokens", type=float, help="training tokens (default: 20 x parameters)")
+    o.add_argument(
+        "--batch-tokens",
+        type=int,
+        help="global batch in tokens; accumulation = this / (micro-batch*block*world)",
+    )
+    o.add_argument("--micro-batch", type=int, help="sequences per forward pass and rank (default 8)")
+    o.add_argument("--lr", type=float, help="peak learning rate (default: the model's peak_lr())")
+    o.add_argument("--schedule", choices=["cosine", "wsd"], help="after warmup (default cosine)")
+    o.add_argument("--warmup", type=int, help="linear warmup steps (default 5%% of steps, <= 1000)")
+    o.add_argument("--cooldown", type=float, help="wsd: final fraction of steps that decays (default 0.2)")
+    o.add_argument("--min-lr-ratio", type=float, help="final lr / peak lr (default 0.1)")
+    o.add_argument("--weight-decay", type=float, help="AdamW decoupled weight decay (default 0.1)")
+    o.add_argument("--beta1", type=float, help="default 0.9")
+    o.add_argument("--beta2", type=float, help="default 0.95")
+    o.add_argument("--grad-clip", type=float, help="max global grad norm, 0 = off (default 1.0)")
+    o.add_argument("--seed", type=int, help="model init and data order (default 0)")
+    r = p.add_argument_group("runtime")
+    r.add_argument(
+        "--dtype",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="auto: bf16 autocast where the GPU/CPU supports it, else fp32",
+    )
+    r.add_argument("--compile", action="store_true", help="torch.compile the model")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    r.add_argument("--eval-every", type=int, help="steps between validations, 0 = never (default 250)")
+    r.add_argument("--eval-tokens", type=int, help="validation tokens per evaluation (default 262144)")
+    r.add_argument("--save-every", type=int, help="steps between checkpoints (default 1000; always at end)")
+    r.add_argument("--keep-checkpoints", type=int, default=3, help="newest kept, 0 = all (default 3)")
+    r.add_argument("--log-every", type=int, default=1, help="steps between metrics.jsonl lines")
+    r.add_argument("--resume", action="store_true", help="continue from --out's latest checkpoint")
+    r.add_argument(
+        "--stop-after", type=int, help="run at most this many steps now, save, exit 0 (time-limited jobs)"
+    )
+    r.add_argument("--no-progress", action="store_true", help="no progress bar (plain log lines)")
     p.set_defaults(handler=_lazy("train.pretrain"))
 
 
 def _generate_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="generate text from a checkpoint")
+    p = sub.add_parser(
+        "generate",
+        help="generate text from a checkpoint",
+        description="Generate text from a checkpoint (KV cache; batched prompts; one prompt streams).",
+    )
+    p.add_argument("--checkpoint", required=True, help="training output dir, its checkpoints/, or a step")
+    p.add_argument("--prompt", action="append", help="prompt text (repeatable: a batch)")
+    p.add_argument("--prompt-file", help="a prompt per line, or .jsonl of strings / {'prompt': ...}")
+    p.add_argument("--strategy", default="greedy", choices=["greedy", "beam", "sample", "top_k", "top_p"])
+    p.add_argument("--temperature", type=float, help="sampling temperature (default 1; 0 = greedy)")
+    p.add_argument("--top-k", type=int, help="top_k: keep the k most likely tokens (default 50)")
+    p.add_argument("--top-p", type=float, help="top_p: keep the nucleus of mass p, in (0, 1] (default 0.9)")
+    p.add_argument("--num-beams", type=int, help="beam: number of beams (default 4)")
+    p.add_argument("--length-penalty", type=float, default=1.0, help="beam: score / length**this")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL-style, > 1: fewer repeats")
+    p.add_argument("--stop", action="append", help="stop string (repeatable; not included in the output)")
+    p.add_argument("--seed", type=int, help="seed for sampling (reproducible output)")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--no-bos", action="store_true", help="do not prepend <|endoftext|> to prompts")
+    p.add_argument("--json", action="store_true", help="one JSON line per prompt instead of text")
     p.set_defaults(handler=_lazy("train.generate"))
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint (hf: Hugging Face Llama format)")
+    p.add_argument("format", choices=["hf"], help="hf: a LlamaForCausalLM folder (safetensors + tokenizer)")
+    p.add_argument("--checkpoint", required=True, help="training output dir, its checkpoints/, or a step")
+    p.add_argument("--out", required=True, help="folder to write (must be empty or absent unless --force)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--verify", action="store_true", help="load with transformers and compare logits")
     p.set_defaults(handler=_lazy("train.export"))
 
 

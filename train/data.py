@@ -1,0 +1,569 @@
+"""Pretraining data: token shards (or text Parquet + a tokenizer) → packed ``block_size + 1`` windows.
+
+**Stream.**  A source (one ``--data`` run directory) is a stream of documents, each ending with
+``<|endoftext|>``, concatenated as in nanoGPT: no padding, a window freely spans document
+boundaries.  Window ``k`` of a source is ``stream[k·T : k·T + T + 1]`` (T = block_size): windows
+overlap by one token, so every adjacent pair of the stream is a training target exactly once (a
+stride of T + 1 would waste 1/(T+1) of the targets).
+
+**Order and epochs.**  Epoch 0 reads shards and row groups in the manifest's order (the ``tokenize``
+stage already shuffled the rows globally).  When a source runs out it wraps to the next epoch,
+which reads the shards in a permuted order and each shard's row groups in a permuted order, both
+drawn from ``(seed, epoch)``: a different but reproducible sequence, at zero memory cost (rows are
+never shuffled individually: that would need the whole epoch in memory).
+
+**Mixtures.**  ``--data A:0.7 --data B:0.3``: each *global* window is drawn from one source, chosen
+by a seeded generator (numpy PCG64) with the given weights; every rank draws the same sequence.
+
+**Ranks.**  Global window ``k`` belongs to rank ``k mod world_size``: ranks see disjoint windows and
+together cover the global stream, and the windows one optimizer step consumes (``batch_tokens / T``
+of them) are the same set whatever the world size, so one process with gradient accumulation and N
+DDP processes compute the same update.  The price: every rank reads (and, for text sources,
+tokenizes) the whole stream and skips the windows of the others.  Reading uint16 token shards costs
+~1 ms per million tokens, far below a training step; tokenizing text on the fly (tiktoken, ~5-10 MB/s
+per thread) is multiplied by the number of ranks, one more reason to run the ``tokenize`` stage.
+
+**Memory.**  A source holds the row groups covering the current window (usually one or two, each
+~1024 documents ≈ 1 M tokens ≈ 2 MB as uint16) plus the next one, read ahead on a thread; never a
+whole shard.  Throughput on this machine (one core, zstd shards of the tokenize stage's layout):
+~4 M tokens/s from token shards, ~1.3-1.8 M tokens/s tokenizing text Parquet on the fly.
+
+**State.**  ``PretrainLoader.state_dict()`` holds, per source, the epoch, the position in that epoch's
+row-group order (with the shard and row-group numbers it names, checked on restore) and the token
+offset inside it, plus the mixture generator's state and the global window count: plain ints and
+strings, so a checkpoint restores the exact next window.  Every rank ends each micro-batch at the
+same global window, so all ranks hold identical state and rank 0's is saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+TOKENS_FORMAT = "winnow.tokens/1"
+
+
+class DataError(ValueError):
+    """Bad or missing training data (the message names the path and what was expected)."""
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# Sources
+
+
+@dataclass
+class Source:
+    """One run directory's documents of one split, as a list of Parquet files.
+
+    ``kind`` is ``"tokens"`` (token shards + manifest) or ``"text"`` (``data/part-*.parquet``,
+    tokenized on the fly with ``tokenizer``).
+    """
+
+    path: Path
+    kind: str
+    split: str
+    files: list[Path]
+    vocab_size: int
+    eot_id: int
+    weight: float = 1.0
+    manifest_path: Path | None = None
+    manifest_sha256: str | None = None
+    tokenizer_dir: Path | None = None
+    tokenizer_sha256: str | None = None
+    tokens: int | None = None  # total tokens of the split when known (token shards)
+    tokenizer: object | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def lineage(self) -> dict:
+        return {
+            "path": str(self.path),
+            "kind": self.kind,
+            "split": self.split,
+            "weight": self.weight,
+            "manifest": str(self.manifest_path) if self.manifest_path else None,
+            "sha256": self.manifest_sha256,
+        }
+
+
+def parse_data_spec(spec: str) -> tuple[str, float]:
+    """``"RUN_DIR"`` → (RUN_DIR, 1.0); ``"RUN_DIR:0.7"`` → (RUN_DIR, 0.7)."""
+    path, sep, weight = spec.rpartition(":")
+    if sep and path:
+        try:
+            w = float(weight)
+        except ValueError:
+            return spec, 1.0  # a ':' inside the path
+        if not math.isfinite(w) or w <= 0:
+            raise DataError(f"--data {spec}: the mixture weight must be a positive number (got {weight})")
+        return path, w
+    return spec, 1.0
+
+
+def _tokens_manifest(path: Path) -> Path | None:
+    for cand in (path / "tokens" / "manifest.json", path / "manifest.json"):
+        if cand.is_file():
+            try:
+                fmt = json.loads(cand.read_text()).get("format")
+            except (json.JSONDecodeError, AttributeError):
+                fmt = None
+            if fmt == TOKENS_FORMAT or cand.parent.name == "tokens":
+                return cand
+    return None
+
+
+def open_source(path: str | Path, split: str = "train", *, tokenizer=None, weight: float = 1.0) -> Source:
+    """A run directory (or its ``tokens/`` folder) as a ``Source`` of ``split`` ("train" or "val").
+
+    Without token shards, ``data/part-*.parquet`` is read as text and tokenized with ``tokenizer``
+    (a ``tokenizer.Tokenizer``); a text source has no splits: all its documents are used.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data path {p} does not exist")
+    manifest_path = _tokens_manifest(p)
+    if manifest_path is not None:
+        return _open_tokens(p, manifest_path, split, tokenizer, weight)
+    parts = sorted((p / "data").glob("part-*.parquet")) if (p / "data").is_dir() else []
+    if not parts:
+        raise DataError(
+            f"{p}: missing manifest: no tokens/manifest.json (run the tokenize stage) and no "
+            f"data/part-*.parquet to tokenize on the fly"
+        )
+    if tokenizer is None:
+        raise DataError(
+            f"{p} has text Parquet but no token shards (tokens/manifest.json): pass --tokenizer DIR "
+            f"to tokenize it on the fly, or run the tokenize stage"
+        )
+    run_manifest = p / "manifest.json"
+    return Source(
+        path=p,
+        kind="text",
+        split="all",
+        files=parts,
+        vocab_size=tokenizer.vocab_size,
+        eot_id=tokenizer.eot_id,
+        weight=weight,
+        manifest_path=run_manifest if run_manifest.is_file() else None,
+        manifest_sha256=file_sha256(run_manifest) if run_manifest.is_file() else None,
+        tokenizer_dir=Path(tokenizer.path),
+        tokenizer_sha256=tokenizer.sha256,
+        tokenizer=tokenizer,
+    )
+
+
+def _open_tokens(p: Path, manifest_path: Path, split: str, tokenizer, weight: float) -> Source:
+    raw = manifest_path.read_bytes()
+    try:
+        m = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{manifest_path}: not valid JSON ({exc})") from None
+    if m.get("format") != TOKENS_FORMAT:
+        raise DataError(f"{manifest_path}: format {m.get('format')!r}, expected {TOKENS_FORMAT!r}")
+    for key in ("vocab_size", "eot_id", "splits"):
+        if key not in m:
+            raise DataError(f"{manifest_path}: missing key {key!r}")
+    info = m["splits"].get(split)
+    if not info or not info.get("shards") or not info.get("tokens"):
+        raise DataError(f"{manifest_path}: the {split!r} split is empty (no shards or no tokens)")
+    root = manifest_path.parent
+    files = [root / s["path"] for s in info["shards"]]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"{manifest_path}: shard file(s) missing: {', '.join(missing[:3])}")
+    tok_meta = m.get("tokenizer") or {}
+    want_sha = tok_meta.get("tokenizer_json_sha256")
+    tok_dir = (root / tok_meta["path"]).resolve() if tok_meta.get("path") else None
+    if tok_dir is not None and (tok_dir / "tokenizer.json").is_file() and want_sha:
+        have = file_sha256(tok_dir / "tokenizer.json")
+        if have != want_sha:
+            raise DataError(
+                f"tokenizer hash mismatch: {manifest_path} was tokenized with tokenizer.json sha256 "
+                f"{want_sha}, but {tok_dir / 'tokenizer.json'} has {have}"
+            )
+    if tokenizer is not None and want_sha and tokenizer.sha256 != want_sha:
+        raise DataError(
+            f"tokenizer hash mismatch: {manifest_path} was tokenized with tokenizer.json sha256 {want_sha}, "
+            f"--tokenizer {tokenizer.path} has {tokenizer.sha256}"
+        )
+    if tok_dir is not None and not tok_dir.is_dir():
+        tok_dir = None
+    if tokenizer is not None:
+        tok_dir = Path(tokenizer.path)
+    return Source(
+        path=p,
+        kind="tokens",
+        split=split,
+        files=files,
+        vocab_size=int(m["vocab_size"]),
+        eot_id=int(m["eot_id"]),
+        weight=weight,
+        manifest_path=manifest_path,
+        manifest_sha256=hashlib.sha256(raw).hexdigest(),
+        tokenizer_dir=tok_dir,
+        tokenizer_sha256=want_sha,
+        tokens=int(info["tokens"]),
+        tokenizer=tokenizer,
+    )
+
+
+def check_compatible(sources: Sequence[Source]) -> None:
+    """All sources must share vocabulary, separator and tokenizer (else their ids mean different things)."""
+    if not sources:
+        raise DataError("no data sources")
+    first = sources[0]
+    for s in sources[1:]:
+        if (s.vocab_size, s.eot_id) != (first.vocab_size, first.eot_id):
+            raise DataError(
+                f"vocab mismatch: {first.path} has vocab_size {first.vocab_size} (eot {first.eot_id}), "
+                f"{s.path} has {s.vocab_size} (eot {s.eot_id}); mix only data tokenized alike"
+            )
+        if first.tokenizer_sha256 and s.tokenizer_sha256 and first.tokenizer_sha256 != s.tokenizer_sha256:
+            raise DataError(
+                f"tokenizer hash mismatch: {first.path} uses tokenizer.json sha256 {first.tokenizer_sha256}, "
+                f"{s.path} uses {s.tokenizer_sha256}"
+            )
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading one row group as a flat token array
+
+
+def _token_dtype(vocab_size: int):
+    return np.uint16 if vocab_size <= 65536 else np.uint32
+
+
+def _read_tokens(pf: pq.ParquetFile, rg: int, source: Source, where: str) -> np.ndarray:
+    col = pf.read_row_group(rg, columns=["input_ids"]).column("input_ids")
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if len(arr) == 0:
+        return np.zeros(0, dtype=_token_dtype(source.vocab_size))
+    if arr.null_count:
+        raise DataError(f"{where}: {arr.null_count} null input_ids")
+    values = arr.flatten().to_numpy(zero_copy_only=False)
+    lengths = arr.value_lengths().to_numpy(zero_copy_only=False)
+    if (lengths == 0).any():
+        raise DataError(f"{where}: empty input_ids (every document ends with <|endoftext|>)")
+    ends = np.cumsum(lengths) - 1
+    if (values[ends] != source.eot_id).any():
+        raise DataError(f"{where}: a document does not end with eot_id {source.eot_id}")
+    if values.size and int(values.max()) >= source.vocab_size:
+        raise DataError(f"{where}: token id {int(values.max())} >= vocab_size {source.vocab_size}")
+    return values
+
+
+def _read_text(pf: pq.ParquetFile, rg: int, source: Source, where: str) -> np.ndarray:
+    if "text" not in pf.schema_arrow.names:
+        raise DataError(f"{where}: no 'text' column")
+    texts = [t for t in pf.read_row_group(rg, columns=["text"]).column("text").to_pylist() if t]
+    ids = source.tokenizer.encode_batch(texts)
+    out = np.empty(sum(len(x) + 1 for x in ids), dtype=_token_dtype(source.vocab_size))
+    i = 0
+    for x in ids:  # one copy per document; np.concatenate of lists would convert each anyway
+        out[i : i + len(x)] = x
+        out[i + len(x)] = source.eot_id
+        i += len(x) + 1
+    return out
+
+
+class _Cursor:
+    """A position (epoch, index in that epoch's row-group order, token offset) in one source's stream.
+
+    ``take(n, advance)`` returns the next ``n`` tokens and moves forward ``advance`` (≤ n) tokens;
+    the row groups covering the returned tokens are cached, the rest are dropped.  The row group
+    after the last cached one is read ahead on a background thread (Parquet decoding and tiktoken
+    release the GIL), so reading overlaps training; the prefetch is a cache only and never changes
+    which tokens come next.
+    """
+
+    def __init__(self, source: Source, seed: int, *, wrap: bool = True, prefetch: bool = True):
+        self.source = source
+        self.seed = seed
+        self.wrap = wrap
+        self._read = _read_tokens if source.kind == "tokens" else _read_text
+        self._row_groups = [pq.ParquetFile(f).metadata.num_row_groups for f in source.files]
+        if sum(self._row_groups) == 0:
+            raise DataError(f"{source.path}: the {source.split!r} split has no row groups")
+        self._orders: dict[int, list[tuple[int, int]]] = {}
+        self.epoch, self.position, self.offset = 0, 0, 0
+        # cached row groups from (epoch, position) on: [(epoch, position, tokens), ...]
+        self._chunks: list[tuple[int, int, np.ndarray]] = []
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="winnow-data") if prefetch else None
+        self._pending: tuple[tuple[int, int], Future] | None = None
+
+    def order(self, epoch: int) -> list[tuple[int, int]]:
+        """(file, row group) pairs of one epoch: manifest order at epoch 0, then permuted."""
+        if epoch not in self._orders:
+            files = list(range(len(self._row_groups)))
+            if epoch == 0:
+                order = [(f, g) for f in files for g in range(self._row_groups[f])]
+            else:
+                rng = np.random.default_rng([self.seed, epoch])
+                order = [
+                    (int(f), int(g))
+                    for f in rng.permutation(files)
+                    for g in rng.permutation(self._row_groups[f])
+                ]
+            # keep this epoch's and the one before (the current one, while reading ahead into this)
+            self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}
+            self._orders[epoch] = order
+        return self._orders[epoch]
+
+    def _next(self, epoch: int, position: int) -> tuple[int, int] | None:
+        if position + 1 < len(self.order(epoch)):
+            return epoch, position + 1
+        return (epoch + 1, 0) if self.wrap else None
+
+    def _read_file(self, path: Path, g: int) -> np.ndarray:
+        with pq.ParquetFile(path) as pf:  # its own handle: safe on the prefetch thread
+            return self._read(pf, g, self.source, f"{path} row group {g}")
+
+    def _load(self, epoch: int, position: int) -> np.ndarray:
+        if self._pending is not None and self._pending[0] == (epoch, position):
+            chunk = self._pending[1].result()
+        else:
+            f, g = self.order(epoch)[position]
+            chunk = self._read_file(self.source.files[f], g)
+        self._pending = None
+        nxt = self._next(epoch, position)
+        if self._pool is not None and nxt is not None:
+            f, g = self.order(nxt[0])[nxt[1]]  # orders are computed on this thread only
+            self._pending = (nxt, self._pool.submit(self._read_file, self.source.files[f], g))
+        return chunk
+
+    def _ensure(self, n: int) -> bool:
+        """Cache row groups until ``n`` tokens from the offset are loaded; False at the end (no wrap)."""
+        if not self._chunks:
+            self._chunks.append((self.epoch, self.position, self._load(self.epoch, self.position)))
+        have = sum(len(c) for _, _, c in self._chunks) - self.offset
+        empty_run = 0
+        while have < n:
+            nxt = self._next(*self._chunks[-1][:2])
+            if nxt is None:
+                return False
+            chunk = self._load(*nxt)
+            empty_run = empty_run + 1 if len(chunk) == 0 else 0
+            if empty_run > len(self.order(nxt[0])):
+                raise DataError(f"{self.source.path}: a whole epoch of {self.source.split!r} has no tokens")
+            self._chunks.append((*nxt, chunk))
+            have += len(chunk)
+        return True
+
+    def take(self, n: int, advance: int) -> np.ndarray | None:
+        if not self._ensure(n):
+            return None
+        pieces, start, need = [], self.offset, n
+        for _, _, c in self._chunks:
+            piece = c[start : start + need]
+            pieces.append(piece)
+            need -= len(piece)
+            start = 0
+            if need == 0:
+                break
+        self.skip(advance)
+        return pieces[0].copy() if len(pieces) == 1 else np.concatenate(pieces)
+
+    def skip(self, n: int) -> None:
+        if n and not self._ensure(n):
+            raise DataError(f"{self.source.path}: skipped past the end of the stream")
+        self.offset += n
+        while self._chunks and self.offset >= len(self._chunks[0][2]):
+            self.offset -= len(self._chunks.pop(0)[2])
+            nxt = self._next(self.epoch, self.position)
+            if nxt is None:  # end of a non-wrapping stream: park after the last row group
+                self.position += 1
+                break
+            self.epoch, self.position = nxt
+
+    def state_dict(self) -> dict:
+        order = self.order(self.epoch)
+        f, g = order[self.position] if self.position < len(order) else (-1, -1)
+        return {
+            "path": str(self.source.path),
+            "epoch": self.epoch,
+            "position": self.position,
+            "shard": f,
+            "row_group": g,
+            "offset": self.offset,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        order = self.order(int(state["epoch"]))
+        pos = int(state["position"])
+        if pos < len(order) and tuple(order[pos]) != (state["shard"], state["row_group"]):
+            raise DataError(
+                f"{self.source.path}: data state names shard {state['shard']} row group {state['row_group']} "
+                f"at position {pos} of epoch {state['epoch']}, but the data has {order[pos]} there: "
+                f"the shards changed since the checkpoint"
+            )
+        self.epoch, self.position, self.offset = int(state["epoch"]), pos, int(state["offset"])
+        self._chunks, self._pending = [], None
+
+
+# --------------------------------------------------------------------------------------------------
+# Training batches
+
+
+class PretrainLoader:
+    """Micro-batches ``(x, y)`` of shape (micro_batch, block_size), int64, for one DDP rank.
+
+    Each call consumes ``micro_batch · world_size`` global windows (this rank keeps every
+    ``world_size``-th) and returns this rank's ``micro_batch``.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        *,
+        block_size: int,
+        micro_batch: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+    ):
+        check_compatible(sources)
+        if block_size < 1 or micro_batch < 1:
+            raise ValueError("block_size and micro_batch must be >= 1")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world of {world_size}")
+        self.sources = list(sources)
+        self.block_size, self.micro_batch = block_size, micro_batch
+        self.rank, self.world_size = rank, world_size
+        self.seed = seed
+        self.cursors = [_Cursor(s, seed) for s in self.sources]
+        weights = np.array([s.weight for s in self.sources], dtype=np.float64)
+        self.cum_weights = np.cumsum(weights / weights.sum())
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+        self.windows = 0  # global windows consumed
+        self.windows_by_source = [0] * len(self.sources)
+
+    def _pick(self) -> int:
+        if len(self.sources) == 1:
+            return 0
+        return min(
+            int(np.searchsorted(self.cum_weights, self.rng.random(), side="right")), len(self.sources) - 1
+        )
+
+    def next_windows(self) -> np.ndarray:
+        """(micro_batch, block_size + 1) token windows of this rank, in the sources' dtype."""
+        T, out = self.block_size, []
+        for j in range(self.micro_batch * self.world_size):
+            s = self._pick()
+            self.windows_by_source[s] += 1
+            if j % self.world_size == self.rank:
+                out.append(self.cursors[s].take(T + 1, T))
+            else:
+                self.cursors[s].skip(T)
+        self.windows += self.micro_batch * self.world_size
+        return np.stack(out)
+
+    def next_batch(self):
+        import torch
+
+        w = torch.from_numpy(self.next_windows().astype(np.int64))
+        return w[:, :-1], w[:, 1:]
+
+    def epochs(self) -> list[int]:
+        return [c.epoch for c in self.cursors]
+
+    def state_dict(self) -> dict:
+        return {
+            "format": "winnow.loader/1",
+            "block_size": self.block_size,
+            "seed": self.seed,
+            "windows": self.windows,
+            "windows_by_source": list(self.windows_by_source),
+            "rng": self.rng.bit_generator.state,
+            "sources": [c.state_dict() for c in self.cursors],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("format") != "winnow.loader/1":
+            raise DataError(f"unknown data-loader state format {state.get('format')!r}")
+        if state["block_size"] != self.block_size or state["seed"] != self.seed:
+            raise DataError(
+                f"data state was saved with block_size {state['block_size']} and seed {state['seed']}, "
+                f"this run has {self.block_size} and {self.seed}"
+            )
+        paths = [s["path"] for s in state["sources"]]
+        if paths != [str(s.path) for s in self.sources]:
+            raise DataError(
+                f"data state is for sources {paths}, this run reads {[str(s.path) for s in self.sources]}"
+            )
+        for cursor, st in zip(self.cursors, state["sources"]):
+            cursor.load_state_dict(st)
+        self.rng.bit_generator.state = state["rng"]
+        self.windows = int(state["windows"])
+        self.windows_by_source = list(state["windows_by_source"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+
+
+def val_windows(
+    source: Source, block_size: int, max_windows: int, *, rank: int = 0, world_size: int = 1
+) -> np.ndarray:
+    """This rank's share of the first ``max_windows`` windows of ``source`` (epoch 0, no wrap).
+
+    The same windows at every evaluation, so val curves are comparable; windows are dealt to ranks
+    round robin (counts may differ by one: callers sum losses and counts, then all-reduce).
+    """
+    cursor = _Cursor(source, seed=0, wrap=False, prefetch=False)
+    T, out = block_size, []
+    for k in range(max_windows):
+        w = cursor.take(T + 1, T)
+        if w is None:
+            break
+        if k % world_size == rank:
+            out.append(w)
+    if not out and rank == 0:
+        raise DataError(
+            f"{source.path}: the {source.split!r} split has fewer than {T + 1} tokens, too few for one "
+            f"validation window of block_size {T}"
+        )
+    return np.stack(out) if out else np.zeros((0, T + 1), dtype=_token_dtype(source.vocab_size))
+
+
+def token_byte_lengths(tokenizer, vocab_size: int | None = None) -> np.ndarray:
+    """UTF-8 byte length of every token id; 0 for special tokens, which carry no text.
+
+    Bits per byte (nanochat's convention) sums the loss of targets whose byte length is > 0 and
+    divides by the sum of those byte lengths, so it compares across tokenizers and ignores the
+    separators, whose cost depends on the document count, not the text.
+    """
+    n = vocab_size or tokenizer.vocab_size
+    specials = set(tokenizer.special_tokens.values())
+    return np.array([0 if i in specials else len(tokenizer.token_bytes(i)) for i in range(n)], dtype=np.int64)
+
+
+def load_tokenizer(path: str | Path):
+    """``tokenizer.Tokenizer.from_dir`` with a DataError naming the path on failure."""
+    from tokenizer import Tokenizer
+
+    try:
+        return Tokenizer.from_dir(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise DataError(f"cannot load tokenizer {path}: {exc}") from None
