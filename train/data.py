@@ -12,6 +12,24 @@ which reads the shards in a permuted order and each shard's row groups in a perm
 drawn from ``(seed, epoch)``: a different but reproducible sequence, at zero memory cost (rows are
 never shuffled individually: that would need the whole epoch in memory).
 
+**Window shuffle.**  Documents can be long (books of 100k+ tokens = 400 windows of 256), so windows
+in stream order put a whole batch, and many batches in a row, inside one document: a noisy,
+spiky loss.  nanoGPT samples windows at random offsets of the whole dataset; we get that diversity
+with bounded memory: the stream is cut into *chunks* of ``n = ceil(shuffle_tokens / T)``
+consecutive windows (``n·T + 1`` tokens, read in one piece), and a chunk's windows are emitted in a
+permutation drawn from ``(seed, source folder name, chunk index)`` (a source's order does not
+depend on what it is mixed with).  Chunk ``c`` holds exactly windows
+``c·n … c·n + n − 1`` of the unshuffled stream, so the windows are the same multiset as without
+shuffling (every adjacent pair a target once per pass, no token lost: a chunk ends on a window
+boundary and the next starts there), only their order changes.  Default ``shuffle_tokens`` =
+2^22 ≈ 4.2 M tokens: 8 MiB as uint16 (16 MiB as uint32), plus the next chunk read ahead on a thread,
+so ≈ 2 chunks + 2 row groups per source and rank; a 100k-token book is ≤ 2.4 % of a chunk, so a
+16-window batch rarely holds two windows of one document, and a 1M-tokens/s GPU run starts a new
+chunk every ~4 s while reading it takes ~1 s in the background.  ``shuffle_tokens=0`` (``--shuffle-tokens
+0``) turns it off: chunks of one window, stream order.  A chunk is at most one epoch of a token
+source (a smaller dataset is shuffled whole); it may span an epoch boundary (it then mixes the end
+of one epoch with the start of the next).  Validation windows are never shuffled.
+
 **Mixtures.**  ``--data A:0.7 --data B:0.3``: each *global* window is drawn from one source, chosen
 by a seeded generator (numpy PCG64) with the given weights; every rank draws the same sequence.
 
@@ -23,16 +41,20 @@ tokenizes) the whole stream and skips the windows of the others.  Reading uint16
 ~1 ms per million tokens, far below a training step; tokenizing text on the fly (tiktoken, ~5-10 MB/s
 per thread) is multiplied by the number of ranks, one more reason to run the ``tokenize`` stage.
 
-**Memory.**  A source holds the row groups covering the current window (usually one or two, each
-~1024 documents ≈ 1 M tokens ≈ 2 MB as uint16) plus the next one, read ahead on a thread; never a
-whole shard.  Throughput on this machine (one core, zstd shards of the tokenize stage's layout):
-~4 M tokens/s from token shards, ~1.3-1.8 M tokens/s tokenizing text Parquet on the fly.
+**Memory.**  Unshuffled, a source holds the row groups covering the current window (usually one or
+two, each ~1024 documents ≈ 1 M tokens ≈ 2 MB as uint16) plus the next one, read ahead on a thread;
+never a whole shard.  Shuffled, it holds the current chunk and the next (read ahead on a thread),
+plus the row group the next chunk starts in and the one after it.  Throughput on this machine (one
+core, zstd shards of the tokenize stage's layout): ~4 M tokens/s from token shards, ~1.3-1.8 M
+tokens/s tokenizing text Parquet on the fly.
 
-**State.**  ``PretrainLoader.state_dict()`` holds, per source, the epoch, the position in that epoch's
-row-group order (with the shard and row-group numbers it names, checked on restore) and the token
-offset inside it, plus the mixture generator's state and the global window count: plain ints and
-strings, so a checkpoint restores the exact next window.  Every rank ends each micro-batch at the
-same global window, so all ranks hold identical state and rank 0's is saved.
+**State.**  ``PretrainLoader.state_dict()`` holds, per source, the chunk index, the position in that
+chunk's permutation and where the chunk starts in the stream: the epoch, the position in that
+epoch's row-group order (with the shard and row-group numbers it names, checked on restore) and the
+token offset inside it; plus the mixture generator's state and the global window count: plain ints
+and strings.  A restore re-reads the chunk from its start and continues at the saved permutation
+index: the exact next window.  Every rank ends each micro-batch at the same global window, so all
+ranks hold identical state and rank 0's is saved.
 """
 
 from __future__ import annotations
@@ -41,6 +63,7 @@ import hashlib
 import json
 import logging
 import math
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -50,6 +73,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tokenizer.encoding import file_sha256
+
 log = logging.getLogger(__name__)
 
 TOKENS_FORMAT = "winnow.tokens/1"
@@ -57,14 +82,6 @@ TOKENS_FORMAT = "winnow.tokens/1"
 
 class DataError(ValueError):
     """Bad or missing training data (the message names the path and what was expected)."""
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -422,6 +439,102 @@ class _Cursor:
         self._chunks, self._pending = [], None
 
 
+DEFAULT_SHUFFLE_TOKENS = 1 << 22  # ≈ 4.2 M tokens per chunk (see "Window shuffle" above)
+
+
+class _Windows:
+    """One source's training windows: chunks of ``n`` consecutive stream windows, each chunk's
+    windows in a seeded permutation (``n == 1``: stream order, no shuffle).
+
+    The next chunk is read ahead on a thread as soon as the current one is loaded (the stream
+    cursor is then touched by that thread only, until its result is collected), so a chunk
+    boundary costs no read on the training thread.  ``_start`` is the stream position where the
+    current chunk begins, captured before the read: the state needs no live cursor.
+    """
+
+    def __init__(self, source: Source, *, block_size: int, chunk_windows: int, seed: int):
+        self.stream = _Cursor(source, seed)
+        self.source, self.seed = source, seed
+        self._name_key = zlib.crc32(source.name.encode())
+        self.T, self.n = block_size, chunk_windows
+        self.chunk, self.pos = 0, 0  # chunk number in the stream, index into its permutation
+        self._start = self.stream.state_dict()
+        self._tokens: np.ndarray | None = None  # the current chunk: n·T + 1 tokens
+        self._perm: np.ndarray | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="winnow-chunk") if self.n > 1 else None
+        self._ahead: tuple[dict, Future] | None = None  # (start state, tokens) of chunk + 1
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the current chunk starts in."""
+        return int(self._start["epoch"])
+
+    def _read_chunk(self) -> np.ndarray:
+        return self.stream.take(self.n * self.T + 1, self.n * self.T)
+
+    def _load(self) -> None:
+        if self._ahead is not None:
+            start, future = self._ahead
+            self._ahead = None
+            tokens = future.result()
+            if start != self._start:  # cannot happen unless the bookkeeping is broken
+                raise RuntimeError(f"read-ahead chunk starts at {start}, expected {self._start}")
+        else:
+            tokens = self._read_chunk()
+        self._tokens = tokens
+        if self.n == 1:
+            self._perm = np.zeros(1, dtype=np.int64)
+        else:
+            # the chunk index names the chunk (it counts across epochs); the folder name, not the
+            # position in --data, keeps sources apart, so a source's order is the same in any mixture
+            rng = np.random.default_rng([self.seed, self._name_key, self.chunk])
+            self._perm = rng.permutation(self.n)
+        if self._pool is not None:
+            nxt = self.stream.state_dict()  # the stream now stands where the next chunk starts
+            self._ahead = (nxt, self._pool.submit(self._read_chunk))
+
+    def _advance(self) -> None:
+        self.pos += 1
+        if self.pos == self.n:
+            self.chunk, self.pos = self.chunk + 1, 0
+            # where the next chunk starts: captured when this chunk was read (the stream is ahead)
+            self._start = self._ahead[0] if self._ahead is not None else self.stream.state_dict()
+            self._tokens = self._perm = None
+
+    def take(self) -> np.ndarray:
+        """The next window (``T + 1`` tokens, a view into the chunk)."""
+        if self._tokens is None:
+            self._load()
+        k = int(self._perm[self.pos]) * self.T
+        window = self._tokens[k : k + self.T + 1]
+        self._advance()
+        return window
+
+    def skip(self) -> None:
+        """Pass over the next window (another rank's): every rank holds the whole chunk anyway."""
+        if self._tokens is None:
+            self._load()
+        self._advance()
+
+    def _settle(self) -> None:
+        """Wait for a read-ahead in flight (it moves the stream cursor) and drop it."""
+        if self._ahead is not None:
+            self._ahead[1].result()
+            self._ahead = None
+
+    def state_dict(self) -> dict:
+        return {"path": str(self.source.path), "chunk": self.chunk, "index": self.pos, "start": self._start}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._settle()
+        self.stream.load_state_dict(state["start"])
+        self._start = self.stream.state_dict()
+        self.chunk, self.pos = int(state["chunk"]), int(state["index"])
+        if not 0 <= self.pos < self.n:
+            raise DataError(f"{self.source.path}: data state index {self.pos} outside a chunk of {self.n}")
+        self._tokens = self._perm = None
+
+
 # --------------------------------------------------------------------------------------------------
 # Training batches
 
@@ -430,7 +543,8 @@ class PretrainLoader:
     """Micro-batches ``(x, y)`` of shape (micro_batch, block_size), int64, for one DDP rank.
 
     Each call consumes ``micro_batch · world_size`` global windows (this rank keeps every
-    ``world_size``-th) and returns this rank's ``micro_batch``.
+    ``world_size``-th) and returns this rank's ``micro_batch``.  ``shuffle_tokens``: the chunk
+    within which windows are shuffled (rounded up to whole windows); 0 = stream order.
     """
 
     def __init__(
@@ -442,22 +556,36 @@ class PretrainLoader:
         rank: int = 0,
         world_size: int = 1,
         seed: int = 0,
+        shuffle_tokens: int = DEFAULT_SHUFFLE_TOKENS,
     ):
         check_compatible(sources)
         if block_size < 1 or micro_batch < 1:
             raise ValueError("block_size and micro_batch must be >= 1")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world of {world_size}")
+        if shuffle_tokens < 0:
+            raise ValueError(f"shuffle_tokens must be >= 0 (0 = no shuffle), got {shuffle_tokens}")
         self.sources = list(sources)
         self.block_size, self.micro_batch = block_size, micro_batch
         self.rank, self.world_size = rank, world_size
-        self.seed = seed
-        self.cursors = [_Cursor(s, seed) for s in self.sources]
+        self.seed, self.shuffle_tokens = seed, shuffle_tokens
+        self.cursors = [
+            _Windows(s, block_size=block_size, chunk_windows=self.chunk_windows(s), seed=seed)
+            for s in self.sources
+        ]
         weights = np.array([s.weight for s in self.sources], dtype=np.float64)
         self.cum_weights = np.cumsum(weights / weights.sum())
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self.windows = 0  # global windows consumed
         self.windows_by_source = [0] * len(self.sources)
+
+    def chunk_windows(self, source: Source) -> int:
+        """Windows per shuffle chunk: ``shuffle_tokens`` rounded up to whole windows, at most one
+        epoch of a token source (a larger chunk would hold repeats and only cost memory)."""
+        n = math.ceil(self.shuffle_tokens / self.block_size)
+        if source.tokens is not None:
+            n = min(n, source.tokens // self.block_size)
+        return max(1, n)
 
     def _pick(self) -> int:
         if len(self.sources) == 1:
@@ -468,14 +596,14 @@ class PretrainLoader:
 
     def next_windows(self) -> np.ndarray:
         """(micro_batch, block_size + 1) token windows of this rank, in the sources' dtype."""
-        T, out = self.block_size, []
+        out = []
         for j in range(self.micro_batch * self.world_size):
             s = self._pick()
             self.windows_by_source[s] += 1
             if j % self.world_size == self.rank:
-                out.append(self.cursors[s].take(T + 1, T))
+                out.append(self.cursors[s].take())
             else:
-                self.cursors[s].skip(T)
+                self.cursors[s].skip()
         self.windows += self.micro_batch * self.world_size
         return np.stack(out)
 
@@ -490,9 +618,10 @@ class PretrainLoader:
 
     def state_dict(self) -> dict:
         return {
-            "format": "winnow.loader/1",
+            "format": "winnow.loader/2",
             "block_size": self.block_size,
             "seed": self.seed,
+            "shuffle_tokens": self.shuffle_tokens,
             "windows": self.windows,
             "windows_by_source": list(self.windows_by_source),
             "rng": self.rng.bit_generator.state,
@@ -500,19 +629,28 @@ class PretrainLoader:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("format") != "winnow.loader/1":
-            raise DataError(f"unknown data-loader state format {state.get('format')!r}")
-        if state["block_size"] != self.block_size or state["seed"] != self.seed:
+        fmt = state.get("format")
+        if fmt not in ("winnow.loader/1", "winnow.loader/2"):
+            raise DataError(f"unknown data-loader state format {fmt!r}")
+        saved_shuffle = state.get("shuffle_tokens", 0)  # format 1 predates the window shuffle
+        if (state["block_size"], state["seed"], saved_shuffle) != (
+            self.block_size,
+            self.seed,
+            self.shuffle_tokens,
+        ):
             raise DataError(
-                f"data state was saved with block_size {state['block_size']} and seed {state['seed']}, "
-                f"this run has {self.block_size} and {self.seed}"
+                f"data state was saved with block_size {state['block_size']}, seed {state['seed']} and "
+                f"shuffle_tokens {saved_shuffle}; this run has {self.block_size}, {self.seed} and "
+                f"{self.shuffle_tokens}"
             )
         paths = [s["path"] for s in state["sources"]]
         if paths != [str(s.path) for s in self.sources]:
             raise DataError(
                 f"data state is for sources {paths}, this run reads {[str(s.path) for s in self.sources]}"
             )
-        for cursor, st in zip(self.cursors, state["sources"]):
+        for i, (cursor, st) in enumerate(zip(self.cursors, state["sources"])):
+            if fmt == "winnow.loader/1":  # a stream position: chunks of one window, one per window taken
+                st = {"chunk": state["windows_by_source"][i], "index": 0, "start": st}
             cursor.load_state_dict(st)
         self.rng.bit_generator.state = state["rng"]
         self.windows = int(state["windows"])
