@@ -246,7 +246,10 @@ def test_ddp_two_processes_equal_one_process(corpus, tmp_path):
     res = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "2 rank(s) × 1 accumulation" in res.stderr
-    assert_same_weights(weights(one, 6), weights(two, 6), atol=1e-5)
+    # Same windows, same math; only the order of the gradient sums differs (DDP averages across
+    # ranks, one process accumulates): fp32 rounding of ~1e-7 per step, amplified by AdamW's
+    # normalisation over 6 steps, measured up to 1.8e-5 across seeds.
+    assert_same_weights(weights(one, 6), weights(two, 6), atol=5e-5)
     for r1, r2 in zip(metrics(one), metrics(two), strict=True):
         assert r1.keys() == r2.keys()
         for k in r1:

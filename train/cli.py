@@ -43,6 +43,13 @@ def _pretrain_parser(train_sub: argparse._SubParsersAction) -> None:
         "(default: the val splits of --data)",
     )
     d.add_argument("--tokenizer", metavar="DIR", help="tokenizer for text Parquet (checked against shards)")
+    d.add_argument(
+        "--shuffle-tokens",
+        type=int,
+        metavar="N",
+        help="shuffle training windows within chunks of N tokens per source, 0 = stream order "
+        "(default 4194304; memory ~2 chunks x 2-4 bytes/token)",
+    )
     d.add_argument("--out", required=True, metavar="DIR", help="output: checkpoints/, metrics.jsonl")
     m = p.add_argument_group("model (the depth dial, then explicit overrides)")
     m.add_argument("--depth", type=int, help="layers; width 64*depth, heads, MLP and lr derive (default 6)")

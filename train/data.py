@@ -25,10 +25,14 @@ boundary and the next starts there), only their order changes.  Default ``shuffl
 2^22 ≈ 4.2 M tokens: 8 MiB as uint16 (16 MiB as uint32), plus the next chunk read ahead on a thread,
 so ≈ 2 chunks + 2 row groups per source and rank; a 100k-token book is ≤ 2.4 % of a chunk, so a
 16-window batch rarely holds two windows of one document, and a 1M-tokens/s GPU run starts a new
-chunk every ~4 s while reading it takes ~1 s in the background.  ``shuffle_tokens=0`` (``--shuffle-tokens
-0``) turns it off: chunks of one window, stream order.  A chunk is at most one epoch of a token
-source (a smaller dataset is shuffled whole); it may span an epoch boundary (it then mixes the end
-of one epoch with the start of the next).  Validation windows are never shuffled.
+chunk every ~4 s, while reading one takes 0.04-0.24 s on this machine (``runs/english_lm``, warm /
+cold page cache), in the background.  Measured on that run (depth 4, block 256, batch 16, 600
+steps): val loss 5.65 / 5.31 at steps 300 / 600 against 6.39 / 6.25 in stream order, and the
+train loss's step-to-step spread (sd of differences, steps 301-600) 0.13 against 0.20.
+``shuffle_tokens=0`` (``--shuffle-tokens 0``) turns it off: chunks of one window, stream order.  A
+chunk is at most one epoch of a token source (a smaller dataset is shuffled whole); it may span an
+epoch boundary (it then mixes the end of one epoch with the start of the next).  Validation windows
+are never shuffled.
 
 **Mixtures.**  ``--data A:0.7 --data B:0.3``: each *global* window is drawn from one source, chosen
 by a seeded generator (numpy PCG64) with the given weights; every rank draws the same sequence.

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 
 from train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from train.data import (
+    DEFAULT_SHUFFLE_TOKENS,
     DataError,
     PretrainLoader,
     Source,
@@ -86,6 +87,7 @@ DEFAULTS = {
     "eval_every": 250,
     "eval_tokens": 262_144,
     "save_every": 1000,
+    "shuffle_tokens": DEFAULT_SHUFFLE_TOKENS,
 }
 # These define the run: on --resume they must equal the checkpoint's (left out = the checkpoint's).
 RUN_DEFINING = (
@@ -103,6 +105,7 @@ RUN_DEFINING = (
     "beta2",
     "grad_clip",
     "seed",
+    "shuffle_tokens",
 )
 MODEL_FLAGS = ("depth", "n_embd", "n_head", "n_kv_head", "mlp_hidden", "rope_theta", "tie_embeddings")
 # Free to change on resume (they do not change the math of the run, or extend it on purpose).
@@ -140,6 +143,8 @@ def _given(args: argparse.Namespace, name: str):
 def resolve_args(args: argparse.Namespace, saved: dict | None) -> dict:
     """Flags → the run's settings: given flags, else the checkpoint's (on resume), else DEFAULTS."""
     names = set(DEFAULTS) | set(RUN_DEFINING) | set(MODEL_FLAGS) | set(RESUMABLE)
+    if saved is not None and "shuffle_tokens" not in saved:
+        saved = {**saved, "shuffle_tokens": 0}  # a checkpoint from before the window shuffle
     run = {}
     conflicts = []
     for name in sorted(names):
@@ -169,7 +174,7 @@ def resolve_args(args: argparse.Namespace, saved: dict | None) -> dict:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1 (got {run[name]})")
     if run["max_steps"] is not None and run["max_steps"] < 1:
         raise UsageError(f"--max-steps must be >= 1 (got {run['max_steps']})")
-    for name in ("batch_tokens", "eval_every", "save_every", "eval_tokens", "warmup"):
+    for name in ("batch_tokens", "eval_every", "save_every", "eval_tokens", "warmup", "shuffle_tokens"):
         if run[name] is not None and run[name] < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0 (got {run[name]})")
     if run["tokens"] is not None and run["tokens"] <= 0:
@@ -543,7 +548,13 @@ def pretrain(args: argparse.Namespace) -> int:
         fused=device.type == "cuda",
     )
     loader = PretrainLoader(
-        sources, block_size=T, micro_batch=B, rank=info.rank, world_size=W, seed=run["seed"]
+        sources,
+        block_size=T,
+        micro_batch=B,
+        rank=info.rank,
+        world_size=W,
+        seed=run["seed"],
+        shuffle_tokens=run["shuffle_tokens"],
     )
 
     step, tokens = 0, 0
