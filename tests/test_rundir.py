@@ -54,3 +54,20 @@ def test_empty_part_writes_no_file_and_removes_a_stale_one(tmp_path):
     path.write_bytes(b"stale")
     assert PartWriter(path).close() == 0
     assert not path.exists()
+
+
+def test_atomic_dir_replaces_whole_folders_and_leaves_nothing_on_error(tmp_path):
+    from pipeline.rundir import atomic_dir
+
+    out = tmp_path / "tok"
+    with atomic_dir(out) as tmp:
+        (tmp / "a.txt").write_text("one")
+    assert (out / "a.txt").read_text() == "one"
+    with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
+        (tmp / "a.txt").write_text("half")
+        raise RuntimeError("writer died")
+    assert (out / "a.txt").read_text() == "one"  # the old folder, untouched
+    with atomic_dir(out) as tmp:
+        (tmp / "b.txt").write_text("two")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tok"]  # no temp folders left
+    assert [p.name for p in out.iterdir()] == ["b.txt"]  # replaced, not merged

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
+from pipeline.rundir import atomic_dir
 from tokenizer.encoding import (
     FORMAT,
     GPT4_PATTERN,
@@ -130,9 +128,7 @@ def save_tokenizer_dir(
         if not s or s.encode() in ranks:
             raise ValueError(f"special token {s!r} is empty or already an ordinary token")
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         with open(tmp / RANKS_FILE, "w") as f:
             for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
                 f.write(f"{base64.b64encode(token).decode()} {rank}\n")
@@ -146,13 +142,4 @@ def save_tokenizer_dir(
             "trained_on": trained_on or {},
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        for name in (RANKS_FILE, HF_FILE, META_FILE):
-            with open(tmp / name, "rb") as f:
-                os.fsync(f.fileno())
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

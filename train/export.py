@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
+from pipeline.rundir import atomic_dir
 from train.generate import end_ids
 from train.model import GPT
 
@@ -172,9 +170,7 @@ def export_hf(
     if not tok_json.is_file():
         raise FileNotFoundError(f"{tok_json} is missing: the checkpoint's tokenizer has no Hugging Face file")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         save_file(hf_state_dict(model, dtype), str(tmp / "model.safetensors"), metadata={"format": "pt"})
 
         def write_json(name: str, obj: dict) -> None:
@@ -210,12 +206,6 @@ def export_hf(
                 "dtype": str(dtype).removeprefix("torch."),
             },
         )
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
