@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 import xxhash
 from helpers import SHARED, kill_run_when, read_docs, stats_without_time, winnow, write_config
-from test_dedup import run_local
+from test_dedup import pipeline, run_local
 
-from pipeline.config import ConfigError, load_pipelines
+from pipeline.config import ConfigError
 from tokenizer import Tokenizer
 from tokenizer.folder import save_tokenizer_dir
 
@@ -37,20 +37,7 @@ def real_docs(n: int = 2500) -> list[dict]:
 
 
 def make_spec(tmp_path: Path, docs: list[dict], stages: list, name: str = "p", split_bytes: int = 65536):
-    data = tmp_path / f"{name}.jsonl"
-    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
-    cfg = write_config(
-        tmp_path / f"{name}.yaml",
-        {
-            name: {
-                "input": {"format": "jsonl", "paths": [str(data)], "split_bytes": split_bytes},
-                "stages": stages,
-                "output": str(tmp_path / name),
-            }
-        },
-    )
-    (spec,) = load_pipelines(cfg)
-    return spec
+    return pipeline(tmp_path, docs, stages, name=name, split_bytes=split_bytes, out=name)
 
 
 TRAIN = {"tokenizer_train": {"vocab_size": 700, "seed": 3}}
