@@ -169,7 +169,8 @@ _CARD = re.compile(
     r"(?<![A-Za-z0-9_/-])(?<!\d\.)"
     r"(?:\d{4}([ -]?)\d{4}\1\d{4}\1\d{1,4}(?:\1\d{1,3})?|\d{4}([ -]?)\d{6}\2\d{4,5})(?![A-Za-z0-9_-])"
 )
-_SSN = re.compile(r"(?<![\d-])(?<!\d\.)\d{3}([- ])\d{2}\1\d{4}(?![\d-])")
+# not followed by another group with the same separator: '011 39 0922 159970' is a phone number
+_SSN = re.compile(r"(?<![\d-])(?<!\d\.)\d{3}([- ])\d{2}\1\d{4}(?![\d-]|\1\d)")
 _COUNTRY_CODE_BEFORE = re.compile(r"(?:\+|(?<!\d)00)\d{1,3}[ .-]?$")
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){10,30}(?![A-Za-z0-9])")
 _IBAN_LOOKBACK, _IBAN_LOOKAHEAD = 40, 40  # an IBAN begins and ends within 40 characters of a digit run
@@ -189,7 +190,7 @@ _CARD_BRANDS = (
 # what may stand between two digit groups of one phone number (and ' / ', once, right after an
 # area code: see _phone_spans)
 _PHONE_INNER_SEP = re.compile(r"[ \u00a0]|[-./]|[ \u00a0]-[ \u00a0]|[ \u00a0]?\(|\)[ \u00a0.-]?")
-_AREA_CODE_SLASH = re.compile(r"[ \u00a0]/[ \u00a0]")
+_AREA_CODE_SLASH = re.compile(r"[ \u00a0]?/[ \u00a0]")  # '030 / 1234567', Belgian '03/ 776 51 72'
 _AREA_CODE_DIGITS = 7  # "0049 (0)40 / 49 07 11 06": at most 4 + 1 + 2 digits before the slash
 # national candidates that hold a date with a four-digit year or a year range, or that *are* a
 # date, a dotted quad, an SSN or a decimal, are not phone numbers although a parser may accept
@@ -212,10 +213,45 @@ _QUANTITY = re.compile(r"\d{1,3}(?:([ .,])\d{3})(?:\1\d{3})*")
 _MOBILE_3_3_3 = re.compile(r"\d{3} \d{3} \d{3}")
 # '110 x 88 1905-06 21' (a picture's size, then its years): a number right after 'N x ' is a dimension
 _DIMENSION_BEFORE = re.compile(r"\d[ \u00a0]?[x×][ \u00a0]?$")
-_RANGE = re.compile(r"(?<!\d)(\d{2,4})-(\d{2,4})(?!\d)")  # '210-212 233': pages 210-212, then 233
+# '210-212 233': pages 210-212, then 233; not the first two groups of '552-554-7513'
+_RANGE = re.compile(r"(?<!\d)(?<!\d-)(\d{2,4})-(\d{2,4})(?!-?\d)")
 _BRACKETED_COUNTRY_CODE = re.compile(r"\(\d{1,3}\) ")
 _ISBN_BEFORE = re.compile(r"IS[BS]N(?:-1[03])?:?\s*$", re.IGNORECASE)  # ISBN, ISSN
 _ISBN_GROUPS = re.compile(r"\d+(?:([- ])\d+){2,3}\1\d")
+# An extension belongs to the number it follows ('555-201-4477x318', '+1 212 555 0142 ext. 7'):
+# replacing the number and leaving 'x318' would keep part of it.  'x' must touch its digits
+# ('110 x 88' is a size); a German '-122' (Durchwahl) is left alone, it reads as a range too often.
+_EXTENSION = re.compile(
+    r"(?:[ \u00a0]?x|[ \u00a0]?,?[ \u00a0]?(?:ext|extn|extension)\.?[ \u00a0]?)\d{1,6}(?![0-9A-Za-z_])",
+    re.IGNORECASE,
+)
+# Cue words (Presidio's "context words"): a number right after one of them, with at most three
+# short connecting words between ('Call us at', 'Rufen Sie uns an unter', 'Appelez-nous au'), is
+# a phone number even where its shape alone is not conclusive: a bare digit run ('Phone:
+# 6175550199', an id elsewhere) or a number libphonenumber finds possible but not valid (an
+# unallocated range).  Only looked at for candidates that failed the strict path, so it costs
+# nothing on most text.  Words that also name other things stay out ('text', 'number', 'line').
+_PHONE_CUES = (
+    "phone|phones|telephone|tel|tele|ph|call|calling|dial|ring|fax|mobile|mob|cell|cellphone"
+    "|contact|whatsapp|sms|hotline|helpline|toll-free"  # en
+    "|telefon|telefonnummer|rufnummer|fon|handy|mobil|mobiltelefon|telefax|anrufen|erreichbar"
+    "|rufen sie uns an|rufen sie an"  # de
+    "|téléphone|tél|portable|appelez|appeler|joindre"  # fr
+    "|teléfono|telefono|tfno|tlf|móvil|movil|celular|llame|llámenos|llamenos|llamar"  # es, it
+    "|cellulare|chiamare|chiamaci|chiama|telefoon|bel|bellen|mobiel"  # it, nl
+    "|telefone|ligue|ligar|telemóvel|telemovel|zadzwoń|zadzwon|komórka|komorka"  # pt, pl
+    "|ringe|puh|puhelin|gsm|тел|телефон|звоните|моб|факс"  # nordic, ru
+)
+_PHONE_CONNECTORS = (
+    "us|me|at|on|to|now|free|no|nr|num|is|our|au|al|a|el|la|unter|der|uns|op|ons|para|o|per|ci|na"
+    "|på|pod|numer|nummer|numéro|número|numero|nous|kom"
+)
+_PHONE_CUE_BEFORE = re.compile(
+    rf"(?:(?<!\w)(?:{_PHONE_CUES})|電話|电话|手机|携帯|傳真|传真|連絡先|전화|연락처)"
+    rf"(?:[\s:：.,/–—-]*(?:{_PHONE_CONNECTORS})(?!\w)){{0,3}}[\s:：.,/–—-]*$",
+    re.IGNORECASE,
+)
+_CUE_WINDOW = 48  # characters before a number searched for a cue
 
 # --- secrets: each pattern starts with a literal, so `re` finds candidates by a substring search
 _SECRETS = tuple(
@@ -330,20 +366,52 @@ def _fits_region(digits: str, region: str) -> bool:
     return n in possible or (bool(prefix) and digits.startswith(prefix) and n - len(prefix) in possible)
 
 
-@lru_cache(maxsize=65536)
-def _valid_phone(candidate: str, regions: tuple[str, ...]) -> bool:
-    """Whether libphonenumber accepts ``candidate`` as a valid number: international forms for any
-    country, national forms for one of ``regions``.  Memoised: web pages repeat their numbers."""
+def _international_forms(candidate: str) -> tuple[str, ...]:
+    """``candidate`` as ``+<country code>...`` for each way it may be dialled from abroad: '+' or
+    '(+', the '00' exit code of most countries (Faker's and many US pages' '001-212-...' is '00' +
+    country code 1, but '001' is itself an exit code in Asia: both readings are tried), the '011'
+    of North America.  Empty for a national form."""
+    if candidate.startswith(("+", "(+")):
+        return (candidate,)
+    if candidate.startswith("001"):
+        return ("+" + candidate[2:], "+" + candidate[3:])
+    if candidate.startswith("00"):
+        return ("+" + candidate[2:],)
+    if candidate.startswith("011"):
+        return ("+" + candidate[3:],)
+    return ()
+
+
+def _accepts(number, possible: bool) -> bool:
+    """Valid per libphonenumber or, with ``possible`` (after a cue word), of a possible length for
+    its country (an unallocated range: ids rarely have an exact phone length *and* a cue word);
+    a local-only length (a number without its area code) is not enough."""
     import phonenumbers
 
-    if candidate.startswith(("+", "(+", "00")):
-        plus = "+" + candidate[2:] if candidate.startswith("00") else candidate
+    if possible:
+        reason = phonenumbers.is_possible_number_with_reason(number)
+        return reason == phonenumbers.ValidationResult.IS_POSSIBLE
+    return phonenumbers.is_valid_number(number)
+
+
+@lru_cache(maxsize=65536)
+def _valid_phone(candidate: str, regions: tuple[str, ...], possible: bool = False) -> bool:
+    """Whether libphonenumber accepts ``candidate`` as a valid number: international forms for any
+    country, national forms for one of ``regions``.  With ``possible`` (a cue word before it), a
+    possible number (the right length, an unallocated range) is enough.  Memoised: web pages
+    repeat their numbers."""
+    import phonenumbers
+
+    for plus in _international_forms(candidate):
         try:
-            return phonenumbers.is_valid_number(phonenumbers.parse(plus, None))
+            if _accepts(phonenumbers.parse(plus, None), possible):
+                return True
         except phonenumbers.NumberParseException:
-            return False
+            pass
+    if candidate.startswith(("+", "(+", "00")):
+        return False  # international only; '011...' may also be national ('0117 496 0000', Bristol)
     digits = re.sub(r"\D", "", candidate)
-    if _BRACKETED_COUNTRY_CODE.match(candidate) and _valid_phone("+" + digits, ()):
+    if _BRACKETED_COUNTRY_CODE.match(candidate) and _valid_phone("+" + digits, (), possible):
         return True  # '(351) 937 401 570'
     # National forms: valid for the region *and* grouped as that region writes its numbers, so
     # table cells and counts that happen to be valid digit strings stay.  Where numbers carry a
@@ -356,17 +424,53 @@ def _valid_phone(candidate: str, regions: tuple[str, ...]) -> bool:
         if not _fits_region(digits, region):
             continue
         try:
-            if not phonenumbers.is_valid_number(phonenumbers.parse(candidate, region)):
-                continue
+            number = phonenumbers.parse(candidate, region)
         except phonenumbers.NumberParseException:
             continue
-        leniency = phonenumbers.Leniency.STRICT_GROUPING
-        if not _region_info(region)[1]:
-            leniency = phonenumbers.Leniency.EXACT_GROUPING
-        for match in phonenumbers.PhoneNumberMatcher(candidate, region, leniency=leniency):
-            if match.start == 0 and match.end == len(candidate):
-                return True
+        trunk = _region_info(region)[1]
+        with_trunk = bool(trunk) and digits.startswith(trunk)
+        if phonenumbers.is_valid_number(number):
+            if possible and with_trunk:
+                return True  # after a cue word, a valid '(0101) 486205' need not be grouped as NL does
+            leniency = phonenumbers.Leniency.STRICT_GROUPING
+            if not trunk:
+                leniency = phonenumbers.Leniency.EXACT_GROUPING
+            for match in phonenumbers.PhoneNumberMatcher(candidate, region, leniency=leniency):
+                if match.start == 0 and match.end == len(candidate):
+                    return True
+        elif possible and _accepts(number, True) and _laid_out_as(candidate, number, trunk, with_trunk):
+            return True
     return False
+
+
+def _laid_out_as(candidate: str, number, trunk: str, with_trunk: bool) -> bool:
+    """Whether a possible (unallocated) national number is written as its country lays such numbers
+    out: bare digits; the groups of libphonenumber's national format, merged or not, after an
+    optional trunk prefix ('1 (871) 960-1929' in the US; '030 1234567' is not Japanese,
+    '03-0123-4567'); or, where the country has no layout for the range, after its trunk prefix
+    ('0744-727 28' in Sweden, not '8 (495) 123-45-67' in Italy or the Netherlands)."""
+    import phonenumbers
+
+    if candidate.isdigit():
+        return True
+    layout = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    if layout.isdigit():
+        return with_trunk
+    groups, want = _DIGITS.findall(candidate), _DIGITS.findall(layout)
+    if with_trunk and "".join(want) != "".join(groups) and groups[0] == trunk:
+        groups = groups[1:]
+    if "".join(want) != "".join(groups):
+        return False
+    ends, pos = set(), 0
+    for g in want:
+        pos += len(g)
+        ends.add(pos)
+    pos = 0
+    for g in groups:  # each group of the candidate ends where a group of the layout ends
+        pos += len(g)
+        if pos not in ends:
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -518,16 +622,43 @@ def _phone_in_run(
     exit_code = text.startswith("00", start) and not text.startswith("000", start)
     international = exit_code or text.startswith(("+", "(+"), start)
     isbn_context = _ISBN_BEFORE.search(text, max(0, start - 16), start) is not None
-    digits = -2 if exit_code else 0  # E.164 counts the country code, not the '00'
+    # E.164 counts the country code, not the '00' or '011' exit code
+    digits = -2 if exit_code else -3 if text.startswith("011", start) else 0
     counts = []
     for k in range(i, last + 1):
         digits += groups[k][1] - groups[k][0]
         counts.append(digits)
+    shape = (text, groups, i, last, start, tuple(counts), international, listed, isbn_context, regions)
+    found = _phone_candidate(*shape, cue=False)
+    # the weaker reading only where the strict one failed and a cue word stands right before
+    if found is None and _PHONE_CUE_BEFORE.search(text, max(0, start - _CUE_WINDOW), start):
+        found = _phone_candidate(*shape, cue=True)
+    if found is None:
+        return None
+    ext = _EXTENSION.match(text, found[1])
+    return (found[0], ext.end()) if ext else found
+
+
+def _phone_candidate(
+    text: str,
+    groups: list[tuple[int, int]],
+    i: int,
+    last: int,
+    start: int,
+    counts: tuple[int, ...],
+    international: bool,
+    listed: bool,
+    isbn_context: bool,
+    regions: tuple[str, ...],
+    cue: bool,
+) -> tuple[int, int] | None:
+    """The longest candidate from ``start`` to the end of a group ``j <= last`` that libphonenumber
+    accepts (valid and well grouped; with ``cue``, possible, and a bare digit run may be one)."""
     for j in range(last, i - 1 if international else last - 1, -1):
         end = groups[j][1]
         if j < last and not text[end].isspace():
             continue  # a shorter candidate ends before a space, never inside '+49-30-123'
-        if end < len(text) and _ascii_word_char(text[end]):
+        if end < len(text) and _ascii_word_char(text[end]) and not _EXTENSION.match(text, end):
             continue  # '+49 89 1234567abc'
         if text[end : end + 1] == "-" and text[end + 1 : end + 2].isalpha():
             continue  # the head of a longer id: a UUID's first group ('03798958-b27f-4f0a-...')
@@ -543,19 +674,22 @@ def _phone_in_run(
             if text.count("(", lo, end) != text.count(")", lo, end):
                 continue
         candidate = text[lo:end]
-        if not international and (
-            (listed and candidate[0] not in "0(") or not _national_shape_ok(candidate, isbn_context)
+        # '011 351 922 584 917' dialled from North America: its groups may look like a count
+        dialled_011 = candidate.startswith("011") and _valid_phone("+" + candidate[3:], (), cue)
+        if not (international or dialled_011) and (
+            (listed and candidate[0] not in "0(") or not _national_shape_ok(candidate, isbn_context, cue)
         ):
             continue
-        if _valid_phone(candidate, regions):
+        if _valid_phone(candidate, regions, cue):
             return lo, end
     return None
 
 
-def _national_shape_ok(candidate: str, isbn_context: bool) -> bool:
+def _national_shape_ok(candidate: str, isbn_context: bool, cue: bool = False) -> bool:
     """Cheap rejections of national candidates before libphonenumber sees them."""
-    if candidate.isdigit() and not candidate.startswith("0"):
+    if candidate.isdigit() and not candidate.startswith("0") and not cue:
         return False  # a bare digit run is an id, an order or an account number unless trunk-prefixed
+        # or right after a cue word ('Phone: 6175550199')
     if isbn_context or _NOT_PHONE.fullmatch(candidate) or _NOT_PHONE_INSIDE.search(candidate):
         return False
     if _QUANTITY.fullmatch(candidate) and not _MOBILE_3_3_3.fullmatch(candidate):
