@@ -1,12 +1,16 @@
-"""extract: both engines, the time budget, the size cap, and per-task determinism."""
+"""extract: both engines, the CPU-time budget, the size cap, and per-task determinism."""
 
 from __future__ import annotations
+
+import signal
+import threading
+import time
 
 import pyarrow as pa
 import pytest
 
 from pipeline.stage import StageRunner
-from stages.extract import Extract, ExtractParams
+from stages.extract import REPEAT_CPU_S, Extract, ExtractParams
 
 ARTICLE = """<!doctype html><html><head><title>t</title></head><body>
 <nav><a href="/">Home</a> <a href="/about">About us</a> <a href="/contact">Contact</a></nav>
@@ -77,3 +81,132 @@ def test_output_depends_only_on_the_task_not_on_what_the_worker_saw_before():
     assert [stage.extract_one(ARTICLE, None)[1] for _ in range(5)] == first
     no_dedup = _stage(deduplicate=False)
     assert [no_dedup.extract_one(ARTICLE, None)[1] for _ in range(5)] == [None] * 5
+
+
+# --- the CPU-time budget -------------------------------------------------------------------------
+
+
+def _burn(seconds: float) -> None:
+    """Use ``seconds`` of this thread's CPU time."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def _fake(stage: Extract, body) -> Extract:
+    stage._extract = lambda html, url: body()
+    return stage
+
+
+def _no_timer_left() -> bool:
+    return signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0) and signal.getsignal(signal.SIGPROF) in (
+        signal.SIG_DFL,
+        None,
+    )
+
+
+def test_a_runaway_page_is_interrupted_after_its_cpu_budget():
+    stage = _fake(_stage(timeout=0.2), lambda: _burn(30) or "never")
+    start = time.perf_counter()
+    assert stage.extract_one(ARTICLE, None) == (None, "timeout")
+    assert 0.2 <= stage.last_cpu_seconds < 1.0
+    assert time.perf_counter() - start < 10
+    assert _no_timer_left()
+
+
+def test_waiting_is_not_cpu_time():
+    """Wall-clock time does not count: a page that sleeps (as under heavy load: descheduled)
+    well past its budget but uses little CPU is kept."""
+    stage = _fake(_stage(timeout=0.05), lambda: time.sleep(0.3) or "slept but kept")
+    assert stage.extract_one(ARTICLE, None) == ("slept but kept", None)
+    assert stage.last_cpu_seconds < 0.05
+
+
+def test_other_threads_cpu_does_not_count():
+    """ITIMER_PROF counts the whole process: while another thread burns CPU the timer fires, the
+    handler sees this thread is under budget and re-arms."""
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            sum(range(1000))
+
+    other = threading.Thread(target=spin)
+    other.start()
+    try:
+        stage = _fake(_stage(timeout=0.05), lambda: time.sleep(0.5) or "kept")
+        assert stage.extract_one(ARTICLE, None) == ("kept", None)
+    finally:
+        stop.set()
+        other.join()
+    assert _no_timer_left()
+
+
+def test_finishing_over_budget_is_a_timeout_even_uninterrupted():
+    """The decision is the CPU time used, not whether the interrupt landed: off the main thread
+    there is no signal, and the end-of-page check still drops it (counted budget_unenforced)."""
+    stage = _fake(_stage(timeout=0.05), lambda: _burn(0.15) or "late text")
+    out: list = []
+    worker = threading.Thread(target=lambda: out.append(stage.extract_one(ARTICLE, None)))
+    worker.start()
+    worker.join()
+    assert out == [(None, "timeout")]
+    assert stage.stats.extra["budget_unenforced"] == 1
+    assert "budget_unenforced" not in _stage().stats.extra
+
+
+def test_a_swallowed_interrupt_still_counts_as_timeout():
+    """trafilatura's ``except Exception`` cannot catch the interrupt (a BaseException); an
+    extractor that swallows even that (a bare except) is re-interrupted and the page is a
+    ``timeout``, never ``no_text`` nor the full text returned past the budget."""
+    swallowed = []
+
+    def stubborn():
+        for _ in range(3):
+            try:
+                _burn(30)
+            except BaseException as exc:  # a bare except, as the behaviour under test
+                swallowed.append(type(exc).__name__)
+        return "full text, late"
+
+    stage = _fake(_stage(timeout=0.1), stubborn)
+    assert stage.extract_one(ARTICLE, None) == (None, "timeout")
+    assert swallowed == ["ExtractTimeout"] * 3  # re-raised every REPEAT_CPU_S of CPU
+    assert stage.last_cpu_seconds < 0.1 + 3 * REPEAT_CPU_S + 0.5
+    assert _no_timer_left()
+
+
+def test_near_budget_counts_pages_that_used_over_half_of_it():
+    stage = _fake(_stage(timeout=0.2), lambda: _burn(0.12) or "kept")
+    assert stage.extract_one(ARTICLE, None) == ("kept", None)
+    assert stage.stats.extra["near_budget"] == 1
+    quick = _stage(timeout=0.2)
+    quick.extract_one(ARTICLE, None)
+    assert "near_budget" not in quick.stats.extra
+
+
+def _toc_page(entries: int) -> str:
+    """A table-of-contents page (like docs.python.org's contents.html, 4.2 CPU-s here): costly
+    for trafilatura, ~0.2 ms of CPU per entry."""
+    items = "".join(
+        f'<li><a href="/doc/{i}.html">Section {i} of the manual</a>'
+        f"<ul><li><p>Entry {i} text about topic {i % 97}</p></li></ul></li>"
+        for i in range(entries)
+    )
+    return f"<!doctype html><html><head><title>Contents</title></head><body><ul>{items}</ul></body></html>"
+
+
+def test_a_timed_out_page_leaves_no_trace_in_the_dedup_cache():
+    """Where the interrupt lands inside trafilatura varies; the segments it counted before then
+    must not change later pages' text: the task's dedup cache is rolled back."""
+    stage = _stage(timeout=0.1)
+    stage.extract_one(ARTICLE, None)
+    before = list(stage._dedup.cache.items())
+    assert stage.extract_one(_toc_page(5000) + ARTICLE, None) == (None, "timeout")
+    assert list(stage._dedup.cache.items()) == before
+    # ... and the next pages come out as if the timed-out page had never been seen
+    fresh = _stage(timeout=0.1)
+    fresh.extract_one(ARTICLE, None)
+    assert [stage.extract_one(ARTICLE, None) for _ in range(3)] == [
+        fresh.extract_one(ARTICLE, None) for _ in range(3)
+    ]
