@@ -346,6 +346,95 @@ def test_regions_may_be_a_list_or_a_tuple():
     assert find_pii(text, regions=["JP"]) == []
 
 
+def replaced(text: str) -> str:
+    return scrub(text, find_pii(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "out"),
+    [
+        ("Office: (212) 736-5000x318, 9-5", "Office: <PHONE>, 9-5"),
+        ("Reach +1-212-555-0142 ext. 7 until noon", "Reach <PHONE> until noon"),
+        ("Office (212) 736-5000 Ext. 4, fax", "Office <PHONE>, fax"),
+        ("London +44 20 7946 0958 extension 12.", "London <PHONE>."),
+        ("Tel. 030 1234567 x 2 rooms", "Tel. <PHONE> x 2 rooms"),  # 'x' apart from its digits: a size
+    ],
+)
+def test_an_extension_is_replaced_with_its_number(text, out):
+    assert replaced(text) == out
+
+
+@pytest.mark.parametrize(
+    ("text", "out"),
+    [
+        ("Call us at 2125550142.", "Call us at <PHONE>."),
+        ("Phone: 6175550199", "Phone: <PHONE>"),
+        ("Teléfono: 912345678", "Teléfono: <PHONE>"),
+        ("Rufen Sie uns an unter 3012345678.", "Rufen Sie uns an unter <PHONE>."),
+    ],
+)
+def test_a_bare_national_number_after_a_cue_word(text, out):
+    assert replaced(text) == out
+
+
+@pytest.mark.parametrize(
+    ("text", "out"),
+    [
+        ("Tel. +49(0)30 1234567 bitte", "Tel. <PHONE> bitte"),
+        ("Ask Eva (+31(0)20-1234567) about it", "Ask Eva (<PHONE>) about it"),
+    ],
+)
+def test_a_trunk_prefix_in_brackets(text, out):
+    assert replaced(text) == out
+
+
+@pytest.mark.parametrize(
+    ("text", "out"),
+    [
+        ("Ask Eva (0049 30 1234567) about it", "Ask Eva (<PHONE>) about it"),
+        ("Ask Eva (001-212-736-5000) about it", "Ask Eva (<PHONE>) about it"),  # '00' + country code 1
+        ("from Seoul dial 001 49 30 1234567", "from Seoul dial <PHONE>"),  # '001', an exit code itself
+        ("Ask Eva (011 49 30 1234567) about it", "Ask Eva (<PHONE>) about it"),  # North America's exit code
+        ("Phone: 011 39 0922 159970", "Phone: <PHONE>"),  # not an SSN '011 39 0922' and a number
+        ("Ask Eva (011 351 922 584 917) about it", "Ask Eva (<PHONE>) about it"),  # groups of 3: no count
+        ("Leeds office 0113 496 0000", "Leeds office <PHONE>"),  # a national '011x' number
+    ],
+)
+def test_international_prefixes_00_001_011(text, out):
+    assert replaced(text) == out
+
+
+@pytest.mark.parametrize(
+    ("text", "out"),
+    [
+        ("Call +1 555 201 4477 today", "Call <PHONE> today"),
+        ("Phone: (555) 201-4477", "Phone: <PHONE>"),
+        ("Tel. 1 (871) 960-1929", "Tel. <PHONE>"),  # with the US trunk prefix '1'
+        ("Tél. : +41 (0)84 980 01 97", "Tél. : <PHONE>"),
+        ("電話：+44 115 496 0914", "電話：<PHONE>"),
+    ],
+)
+def test_a_possible_but_unallocated_number_after_a_cue_word(text, out):
+    assert replaced(text) == out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Ask Maria (+1 555 201 4477) about it",  # the same numbers without a cue word
+        "Ask Maria ((555) 201-4477) about it",
+        "Ask Maria (2125550142) about it",
+    ],
+)
+def test_without_a_cue_word_a_number_must_be_valid_and_not_bare(text):
+    assert replaced(text) == text
+
+
+def test_the_first_groups_of_a_us_number_are_not_a_page_range():
+    assert replaced("Office 212-215-4477 opens") == "Office <PHONE> opens"
+    assert find_pii("Motorsteuerung 206 / 248-253 232 X X FTO") == []
+
+
 # --- near misses that must stay -------------------------------------------------------------------
 
 NEGATIVES = {
@@ -570,6 +659,33 @@ def test_a_key_block_without_a_key_is_documentation():
 )
 def test_near_misses_seen_on_web_pages_stay(text):
     assert find_pii(text) == [], spans_of(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Order 2125550142 shipped",  # a bare 10-digit id without a cue word
+        "Invoice 6175550199 paid",
+        "call 2 of 3",
+        "Call ID 4821937265 was logged.",  # a word between the cue and the number that is no connector
+        "Contact order 4821937265 shipped.",
+        "Phone model 12345678",
+        "Contact form #12345678",
+        "calls per second: 12345678",
+        "pH 7.4 and ph. 6.5",
+        "Call 2024-01-15 10:30",
+        "Fax 06.02.2021 10:16",
+        "Tel Aviv, 15.03.2020",
+        "Telefon 1990-2005",
+        "Phone sales rose 12% in 2019",
+        "Call of Duty 4 sold 6,500,000 copies",
+        "Phone: ISBN 978-3-16-148410-0",
+        "call 1234 5678 9012 3456",  # a Luhn-invalid card number
+        "Tlf. 93 1919 13",  # Danish digits, not grouped as Denmark writes them
+    ],
+)
+def test_cue_words_before_numbers_that_are_not_phones(text):
+    assert replaced(text) == text
 
 
 @pytest.mark.parametrize(
