@@ -213,9 +213,10 @@ def profile_task(name: str, warc: Path, top: int = 30) -> str:
     from pipeline import registry
     from pipeline.executor import run_task, split_phases, stage_work_dir
     from pipeline.rundir import RunDir
+    from pipeline.stage import Task
 
     logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
-    registry.load_builtin()
+    registry.load_stages()
     _system, engine, layout = CONFIGS[name]
     work = Path(tempfile.mkdtemp(prefix="winnow-bench-profile-"))
     lines = []
@@ -249,7 +250,7 @@ def profile_task(name: str, warc: Path, top: int = 30) -> str:
         source = registry.SOURCES[spec.input.format](spec.input)
         shard = source.plan(spec.input_files)[0]
         phase = split_phases(spec.stages)[0]
-        task = {"index": 0, "shard": shard.__dict__, "last": True}
+        task = Task(0, True, shard=shard)
         prof = cProfile.Profile()
         t0 = time.perf_counter()
         prof.enable()

@@ -91,7 +91,7 @@ def datatrove_filters() -> dict[str, Any]:
 def winnow_stage(name: str):
     from pipeline import registry
 
-    registry.load_builtin()
+    registry.load_stages()
     stage = registry.STAGES[name]()
     stage.setup()
     return stage

@@ -78,28 +78,12 @@ def load_spec(warc: Path, split_bytes: int | None, out: Path) -> Any:
 
 
 def run_loop(spec: Any, out: Path) -> int:
-    """``run_pipeline`` without Ray: the same task dicts, ``run_task`` called in turn.  Returns rows."""
-    from pipeline import registry
-    from pipeline.executor import merge_stats, prepare_stages, run_task, split_phases
-    from pipeline.rundir import RunDir, atomic_write_json
+    """``run_pipeline`` without Ray (``in_process=True``): the same driver, tasks and files, each
+    task called in turn in this process.  Returns rows."""
+    from pipeline.executor import run_pipeline
 
-    registry.load_builtin()
-    run_dir = RunDir(out)
-    run_dir.clear()
-    run_dir.work.mkdir(parents=True, exist_ok=True)
-    # The stages' driver-side preparation (url_filter's parsed block list), which run_pipeline
-    # overlaps with Ray's start; with no Ray to start, it simply runs first.
-    prepare_stages(run_dir, spec.stages)
-    source = registry.SOURCES[spec.input.format](spec.input)
-    shards = [s.__dict__ for s in source.plan(spec.input_files)]
-    phases = split_phases(spec.stages)
-    if len(phases) != 1:
-        raise ValueError("this benchmark covers per-row pipelines (one phase) only")
-    phase = phases[0]
-    phase.tasks = [{"index": i, "shard": s, "last": True} for i, s in enumerate(shards)]
-    rows = sum(run_task(spec, str(run_dir.root), phase, task)["rows"] for task in phase.tasks)
-    atomic_write_json(run_dir.stats_file, merge_stats(run_dir, phases))
-    return rows
+    result = run_pipeline(spec, out, fresh=True, in_process=True)
+    return result.stats[-1]["docs_out"]
 
 
 def child_main(args: argparse.Namespace) -> int:

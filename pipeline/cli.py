@@ -26,6 +26,18 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--fresh", action="store_true", help="discard an earlier run in the output dir")
     r.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument(
+        "--force-unlock",
+        action="store_true",
+        help="take over the run directory's lock even though its holder (a driver on another host) "
+        "cannot be checked: only when you know that run is no longer running",
+    )
+
+    st = sub.add_parser(
+        "stages", help="the registered stages and input formats, their parameters and defining files"
+    )
+    st.add_argument("name", nargs="?", help="one stage or input format (default: all)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
 
     s = sub.add_parser("stats", help="per-stage table of a run directory")
     s.add_argument("run_dir")
@@ -35,14 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir")
     rep.add_argument("-o", "--output", default=None, help="HTML file (default RUN_DIR/report.html)")
 
-    # Subcommands owned by the tokenizer and training packages.  Their ``register`` functions only
-    # build argparse parsers (no torch import), so ``winnow validate`` stays well under a second;
-    # each sets ``handler`` to a function that imports what it needs when it runs.
-    from tokenizer.cli import register as register_tokenizer
-    from train.cli import register as register_train
+    # Subcommands owned by packages above the engine (tokenizer, train), found through the
+    # ``winnow.commands`` entry-point group so that the engine never imports them.  Their
+    # ``register(sub)`` functions only build argparse parsers (no torch import), so ``winnow
+    # validate`` stays well under a second; each sets ``handler`` to a function that imports what
+    # it needs when it runs.
+    from pipeline.registry import entry_points
 
-    register_tokenizer(sub)
-    register_train(sub)
+    for ep in entry_points("winnow.commands"):
+        ep.load()(sub)
     return p
 
 
@@ -105,6 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 num_cpus=args.num_cpus,
                 progress=progress,
                 on_done=lambda result: report(bar, result),
+                force_unlock=args.force_unlock,
             )
         except RunFailed as exc:
             failure = exc
@@ -155,9 +169,41 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stages(args: argparse.Namespace) -> int:
+    from pipeline.catalog import catalog, print_catalog
+    from pipeline.registry import PluginError
+
+    try:
+        entries = catalog()
+    except PluginError as exc:
+        print(f"winnow: {exc}", file=sys.stderr)
+        return 2
+    if args.name:
+        entries = [e for e in entries if e["name"] == args.name]
+        if not entries:
+            import difflib
+
+            names = [e["name"] for e in catalog()]
+            close = difflib.get_close_matches(args.name, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            print(f"winnow: no stage or input format {args.name!r}{hint}", file=sys.stderr)
+            return 2
+    if args.json:
+        print(json.dumps(entries, indent=2, default=str))
+    else:
+        print_catalog(entries, detailed=bool(args.name))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    builtin = {"validate": cmd_validate, "run": cmd_run, "stats": cmd_stats, "report": cmd_report}
+    builtin = {
+        "validate": cmd_validate,
+        "run": cmd_run,
+        "stats": cmd_stats,
+        "report": cmd_report,
+        "stages": cmd_stages,
+    }
     handler = builtin.get(args.command) or args.handler
     return handler(args)
 

@@ -169,7 +169,10 @@ def _resolve_path_fields(params: Params, base: Path) -> tuple[Params, list[str]]
 
 
 def _parse_pipeline(config_file: Path, name: str, body: Any) -> PipelineSpec:
-    registry.load_builtin()
+    try:
+        registry.load_stages()
+    except registry.PluginError as exc:
+        raise ConfigError([f"{config_file}: {exc}"]) from None
     where = f"{config_file}: pipeline {name!r}"
     if not isinstance(body, dict):
         raise ConfigError([f"{where}: expected a mapping with keys {sorted(PIPELINE_KEYS)}"])

@@ -18,6 +18,7 @@ stops the run with the task's input named.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -30,17 +31,17 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import registry
+from pipeline.atomic import atomic_link, atomic_write_json, write_table_atomic
 from pipeline.config import PipelineSpec, StageSpec
-from pipeline.rundir import PartWriter, RunDir, atomic_write_json, part_name, read_json, write_table_atomic
+from pipeline.rundir import PartWriter, RunDir, part_name, read_json
 from pipeline.source import Shard
-from pipeline.stage import Resources, StageRunner, StageStats
+from pipeline.stage import BarrierContext, Resources, RunFailed, StageRunner, StageStats, Task
 
-
-class RunFailed(Exception):
-    """A run could not finish; the message says which task/input and why."""
+__all__ = ["RunFailed", "RunResult", "map_items", "run_pipeline", "run_task"]
 
 
 @dataclass
@@ -48,7 +49,16 @@ class Phase:
     index: int
     stages: list[StageSpec]  # per-row stages; for index > 0 the first one is the barrier stage
     barrier: StageSpec | None = None
-    tasks: list[dict] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
+
+    @property
+    def links_parts(self) -> bool:
+        """A phase that is only a pass-through barrier: its parts are the previous phase's."""
+        return (
+            self.barrier is not None
+            and len(self.stages) == 1
+            and registry.STAGES[self.barrier.name].passes_through
+        )
 
 
 def split_phases(stages: list[StageSpec]) -> list[Phase]:
@@ -69,85 +79,71 @@ def task_resources(stages: list[StageSpec]) -> Resources:
     )
 
 
-@dataclass
-class BarrierContext:
-    """What a barrier stage's ``run_barrier`` gets: the previous phase's parts (``tasks``: their
-    ``index`` and ``part`` path; the next phase's task of the same index reads the same part), a
-    work dir, and ``map`` to fan work out as resumable Ray tasks."""
+def map_items(
+    ctx: BarrierContext,
+    step: str,
+    fn: Callable[..., dict],
+    items: dict[str, dict],
+    resources: Resources | None = None,
+) -> dict[str, dict]:
+    """``BarrierContext.map``: run ``fn(**items[key])`` for every key and return key -> ``fn``'s
+    (JSON) result, with the item's duration added as ``seconds``.
 
-    spec: PipelineSpec
-    run_dir: RunDir
-    phase: int
-    parts: list[Path]
-    work: Path
-    tasks: list[dict] = field(default_factory=list)
-    progress: Callable | None = None
-
-    def map(
-        self,
-        step: str,
-        fn: Callable[..., dict],
-        items: dict[str, dict],
-        resources: Resources | None = None,
-    ) -> dict[str, dict]:
-        """Run ``fn(**items[key])`` for every key and return key -> ``fn``'s (JSON) result, with
-        the item's duration added as ``seconds``.
-
-        Each item is one Ray task (run in this process when Ray is not running: tests, benches).
-        ``fn`` writes its own files atomically and lists them in its result as ``"files":
-        {path: size}``.  The result is kept as a marker under ``_work/phase-K/steps/<step>/``; a
-        rerun (resume after a crash) skips an item whose marker exists *and* whose files are all
-        there with the recorded sizes, and runs it again otherwise.  Items must be deterministic
-        (same input, same output), so a rerun changes nothing.
-        """
-        folder = self.run_dir.phase_dir(self.phase) / "steps" / step
-        results: dict[str, dict] = {}
-        todo: list[str] = []
-        for key in items:
-            marker = folder / f"{key}.json"
-            done = read_json(marker) if marker.exists() else None
-            if done is not None and _files_intact(done.get("files", {})):
-                results[key] = done
-            else:
-                todo.append(key)
-        label = f"phase {self.phase} {step}"
-        if self.progress:
-            self.progress(label, len(results), len(items), 0)
-        if not todo:
-            return results
-        import ray
-
-        def finish(key: str, result: dict) -> None:
-            atomic_write_json(folder / f"{key}.json", result)
-            results[key] = result
-            if self.progress:
-                self.progress(label, len(results), len(items), 0)
-
-        if not ray.is_initialized():
-            for key in todo:
-                finish(key, _timed_call(fn, items[key]))
-            return results
-        res = resources or Resources()
-        remote = ray.remote(_timed_call).options(
-            num_cpus=res.cpus,
-            memory=res.memory_mb * 1024 * 1024,
-            max_retries=self.spec.max_retries,
-            retry_exceptions=True,
-        )
-        pending = {remote.remote(fn, items[key]): key for key in todo}
-        for key, result, exc in _as_completed(pending):
-            if exc is not None:
-                raise RunFailed(
-                    _failure_message(
-                        self.run_dir,
-                        f"phase-{self.phase}-{step}-{key}",
-                        f"{step} task {key} (phase {self.phase})",
-                        exc,
-                        self.spec.max_retries,
-                    )
-                ) from None
-            finish(key, result)
+    Each item is one Ray task (run in this process when Ray is not running: tests, benches).
+    ``fn`` writes its own files atomically and lists them in its result as ``"files":
+    {path: size}``.  The result is kept as a marker under ``_work/phase-K/steps/<step>/``; a
+    rerun (resume after a crash) skips an item whose marker exists *and* whose files are all
+    there with the recorded sizes, and runs it again otherwise.  Items must be deterministic
+    (same input, same output), so a rerun changes nothing.
+    """
+    folder = ctx.run_dir.phase_dir(ctx.phase) / "steps" / step
+    results: dict[str, dict] = {}
+    todo: list[str] = []
+    for key in items:
+        marker = folder / f"{key}.json"
+        done = read_json(marker) if marker.exists() else None
+        if done is not None and _files_intact(done.get("files", {})):
+            results[key] = done
+        else:
+            todo.append(key)
+    label = f"phase {ctx.phase} {step}"
+    if ctx.progress:
+        ctx.progress(label, len(results), len(items), 0)
+    if not todo:
         return results
+    import ray
+
+    def finish(key: str, result: dict) -> None:
+        atomic_write_json(folder / f"{key}.json", result)
+        results[key] = result
+        if ctx.progress:
+            ctx.progress(label, len(results), len(items), 0)
+
+    if not ray.is_initialized():
+        for key in todo:
+            finish(key, _timed_call(fn, items[key]))
+        return results
+    res = resources or Resources()
+    remote = ray.remote(_timed_call).options(
+        num_cpus=res.cpus,
+        memory=res.memory_mb * 1024 * 1024,
+        max_retries=ctx.spec.max_retries,
+        retry_exceptions=True,
+    )
+    pending = {remote.remote(fn, items[key]): key for key in todo}
+    for key, result, exc in _as_completed(pending):
+        if exc is not None:
+            raise RunFailed(
+                _failure_message(
+                    ctx.run_dir,
+                    f"phase-{ctx.phase}-{step}-{key}",
+                    f"{step} task {key} (phase {ctx.phase})",
+                    exc,
+                    ctx.spec.max_retries,
+                )
+            ) from None
+        finish(key, result)
+    return results
 
 
 def _as_completed(pending: dict) -> Iterator[tuple[Any, Any, Exception | None]]:
@@ -188,7 +184,7 @@ def _files_intact(files: dict[str, int]) -> bool:
 
 def prepare_stages(run_dir: RunDir, specs: list[StageSpec]) -> None:
     """Run every stage's driver-side ``prepare()`` (see ``Stage.prepare``)."""
-    registry.load_builtin()
+    registry.load_stages()
     for spec in specs:
         stage = spec.build()
         stage.work = stage_work_dir(run_dir, stage.name)
@@ -216,11 +212,11 @@ def _timed(it: Iterator[pa.RecordBatch], stats: StageStats) -> Iterator[pa.Recor
         yield batch
 
 
-def run_task(spec: PipelineSpec, root: str, phase: Phase, task: dict) -> dict[str, Any]:
+def run_task(spec: PipelineSpec, root: str, phase: Phase, task: Task) -> dict[str, Any]:
     """Run one task to completion and return its marker (also written to disk)."""
-    registry.load_builtin()
+    registry.load_stages()
     run_dir = RunDir(root)
-    index = task["index"]
+    index = task.index
     started = time.time()
     stages = [s.build() for s in phase.stages]
     for stage in stages:
@@ -235,12 +231,12 @@ def run_task(spec: PipelineSpec, root: str, phase: Phase, task: dict) -> dict[st
     if phase.index == 0:
         source = registry.SOURCES[spec.input.format](spec.input)
         read_stats = source.stats
-        batches = _timed(source.read(Shard(**task["shard"])), read_stats)
+        assert task.shard is not None
+        batches = _timed(source.read(task.shard), read_stats)
     else:
-        batches = pq.ParquetFile(task["part"]).iter_batches(batch_size=256)
+        batches = pq.ParquetFile(task.part).iter_batches(batch_size=256)
 
-    last = task["last"]
-    writer = PartWriter(run_dir.phase_data(phase.index, last) / f"{part_name(index)}.parquet")
+    writer = PartWriter(run_dir.phase_data(phase.index, task.last) / f"{part_name(index)}.parquet")
     try:
         for batch in batches:
             for runner in runners:
@@ -270,7 +266,7 @@ def run_task(spec: PipelineSpec, root: str, phase: Phase, task: dict) -> dict[st
         pass
     marker = {
         "index": index,
-        "input": task.get("shard") or {"part": task["part"]},
+        "input": _task_input(task),
         "rows": rows,
         "stats": ([read_stats.to_dict()] if read_stats else []) + [r.stats.to_dict() for r in runners],
         "seconds": round(time.time() - started, 3),
@@ -279,6 +275,45 @@ def run_task(spec: PipelineSpec, root: str, phase: Phase, task: dict) -> dict[st
         "pid": os.getpid(),
     }
     atomic_write_json(run_dir.marker(phase.index, index), marker)
+    return marker
+
+
+def _task_input(task: Task) -> dict[str, Any]:
+    return dict(task.shard.__dict__) if task.shard is not None else {"part": task.part}
+
+
+def link_task(run_dir: RunDir, phase: Phase, task: Task) -> dict[str, Any]:
+    """A pass-through barrier's task (``Phase.links_parts``): the previous phase's part becomes
+    this phase's part by a hard link (a copy where links are not supported), and the marker
+    holds the stats the barrier stage's identity ``transform`` would have counted.  On the demo
+    this saves two full copies of the corpus (tokenizer_train and tokenize both pass through)."""
+    started = time.time()
+    assert task.part is not None and phase.barrier is not None
+    src = Path(task.part)
+    dst = run_dir.phase_data(phase.index, task.last) / f"{part_name(task.index)}.parquet"
+    atomic_link(src, dst)
+    meta = pq.ParquetFile(dst).metadata
+    names = meta.schema.names
+    payload = [c for c in ("text", "html") if c in names][:1]
+    # the bytes StageRunner would have counted (content_bytes of every batch), from one column
+    nbytes = 0
+    if payload:
+        column = pq.read_table(dst, columns=payload).column(0)
+        nbytes = int(pc.sum(pc.binary_length(column)).as_py() or 0)
+    stats = StageStats(phase.barrier.name, docs_in=meta.num_rows, docs_out=meta.num_rows)
+    stats.bytes_in = stats.bytes_out = nbytes
+    marker = {
+        "index": task.index,
+        "input": _task_input(task),
+        "rows": meta.num_rows,
+        "stats": [stats.to_dict()],
+        "seconds": round(time.time() - started, 3),
+        "node_id": "",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "linked": True,
+    }
+    atomic_write_json(run_dir.marker(phase.index, task.index), marker)
     return marker
 
 
@@ -295,29 +330,54 @@ class RunResult:
 
 
 class _Lock:
-    """One driver per run directory.  A lock left by a dead process on this host is taken over."""
+    """One driver per run directory (``_work/lock.json``: host, pid and the pid's start time).
 
-    def __init__(self, run_dir: RunDir) -> None:
+    A lock is taken over only when its holder is provably dead: same host, and that pid is gone
+    or now belongs to a process started at another time (pid reuse).  A lock held from another
+    host is never taken over silently, since that driver may be alive and two drivers would write
+    one run directory: ``--force-unlock`` (``force=True``) says the user checked it is dead.
+    """
+
+    def __init__(self, run_dir: RunDir, force: bool = False) -> None:
         self.path = run_dir.work / "lock.json"
+        self.force = force
 
     def __enter__(self) -> _Lock:
-        if self.path.exists():
+        if self.path.exists() and not self.force:
             try:
                 held = read_json(self.path)
             except (OSError, ValueError):
                 held = {}
-            if held.get("host") == socket.gethostname() and _pid_alive(held.get("pid", -1)):
+            where = self.path.parent.parent
+            if held.get("host") != socket.gethostname():
                 raise RunFailed(
-                    f"another winnow run (pid {held['pid']}) is writing {self.path.parent.parent}"
+                    f"{where} is locked by a winnow run on host {held.get('host', '?')!r} "
+                    f"(pid {held.get('pid', '?')}), which this host cannot check: if that run is "
+                    "no longer running, rerun with --force-unlock"
                 )
-        atomic_write_json(self.path, {"host": socket.gethostname(), "pid": os.getpid()})
+            if _pid_alive(held.get("pid", -1), held.get("pid_started")):
+                raise RunFailed(f"another winnow run (pid {held['pid']}) is writing {where}")
+        atomic_write_json(
+            self.path,
+            {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": _pid_started(os.getpid())},
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.path.unlink(missing_ok=True)
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_started(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux ``/proc``), None elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: fields after the last ')'
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _pid_alive(pid: int, started: int | None = None) -> bool:
     if pid <= 0 or pid == os.getpid():
         return False
     try:
@@ -325,8 +385,9 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    now = _pid_started(pid)
+    return started is None or now is None or now == started
 
 
 def _clean_temp_files(run_dir: RunDir) -> None:
@@ -337,7 +398,7 @@ def _clean_temp_files(run_dir: RunDir) -> None:
                 tmp.unlink(missing_ok=True)
 
 
-def _check_plan(run_dir: RunDir, spec: PipelineSpec, shards: Callable[[], list[Shard]]) -> list[dict]:
+def _check_plan(run_dir: RunDir, spec: PipelineSpec, shards: Callable[[], list[Shard]]) -> list[Shard]:
     """The shard list of this run: planned now, or the one a previous attempt recorded."""
     if run_dir.plan_file.exists():
         plan = read_json(run_dir.plan_file)
@@ -347,11 +408,11 @@ def _check_plan(run_dir: RunDir, spec: PipelineSpec, shards: Callable[[], list[S
                 f"{plan['config_hash']}, now {spec.config_hash()}): rerun with --fresh to start over, "
                 "or choose another --output"
             )
-        return plan["shards"]
-    planned = [s.__dict__ for s in shards()]
+        return [Shard(**s) for s in plan["shards"]]
+    planned = shards()
     atomic_write_json(
         run_dir.plan_file,
-        {"pipeline": spec.name, "config_hash": spec.config_hash(), "shards": planned},
+        {"pipeline": spec.name, "config_hash": spec.config_hash(), "shards": [s.__dict__ for s in planned]},
     )
     return planned
 
@@ -405,18 +466,23 @@ def run_pipeline(
     num_cpus: int | None = None,
     progress: Callable[[str, int, int, int], None] | None = None,
     on_done: Callable[[RunResult], None] | None = None,
+    force_unlock: bool = False,
+    in_process: bool = False,
 ) -> RunResult:
     """Run (or resume) a pipeline; returns when every task finished, else raises ``RunFailed``.
 
     ``progress(phase_label, tasks_done, tasks_total, docs_out)`` is called as tasks finish, and
     ``on_done(result)`` once the run's files are written, before a local Ray is stopped.
+    ``force_unlock`` takes over a lock whose holder this host cannot check (see ``_Lock``).
+    ``in_process`` runs every task and barrier step in this process, one after another, without
+    Ray: the same task code and files, for tests and for stepping through a stage in a debugger.
     """
-    registry.load_builtin()
+    registry.load_stages()
     run_dir = RunDir(output or spec.output)
     if fresh:
         run_dir.clear()
     run_dir.work.mkdir(parents=True, exist_ok=True)
-    with _Lock(run_dir):
+    with _Lock(run_dir, force=force_unlock):
         _clean_temp_files(run_dir)
         source = registry.SOURCES[spec.input.format](spec.input)
         shards = _check_plan(run_dir, spec, lambda: source.plan(spec.input_files))
@@ -426,6 +492,10 @@ def run_pipeline(
         def ensure_ray() -> None:
             """Started only when a task is left to run, so a finished run resumes instantly."""
             if not ray_up:
+                if in_process:
+                    prepare_stages(run_dir, spec.stages)
+                    ray_up.append(lambda: None)
+                    return
                 # stages' driver-side preparation overlaps Ray's start-up (seconds each)
                 with ThreadPoolExecutor(1) as pool:
                     prepared = pool.submit(prepare_stages, run_dir, spec.stages)
@@ -437,16 +507,17 @@ def run_pipeline(
             for phase in phases:
                 last = phase is phases[-1]
                 if phase.index == 0:
-                    phase.tasks = [{"index": i, "shard": s, "last": last} for i, s in enumerate(shards)]
+                    phase.tasks = [Task(i, last, shard=s) for i, s in enumerate(shards)]
                 else:
                     phase.tasks = _tasks_after(run_dir, phases[phase.index - 1], last)
                     ensure_ray()
                     _run_barrier(spec, run_dir, phase, progress)
-                r, s, n = _run_phase(spec, run_dir, phase, progress, ensure_ray)
+                r, s, n = _run_phase(spec, run_dir, phase, progress, ensure_ray, in_process)
                 run, skipped, nodes = run + r, skipped + s, nodes | n
             stats = merge_stats(run_dir, phases)
             atomic_write_json(run_dir.stats_file, stats)
             _write_manifest(spec, run_dir, phases, stats)
+            _remove_intermediates(run_dir)
             result = RunResult(run_dir, stats, run, skipped, nodes)
             if on_done is not None:  # the user sees the results before Ray's ~1 s shutdown
                 on_done(result)
@@ -456,14 +527,30 @@ def run_pipeline(
     return result
 
 
-def _tasks_after(run_dir: RunDir, prev: Phase, last: bool) -> list[dict]:
+def _tasks_after(run_dir: RunDir, prev: Phase, last: bool) -> list[Task]:
     tasks = []
     for t in prev.tasks:
-        marker = read_json(run_dir.marker(prev.index, t["index"]))
+        marker = read_json(run_dir.marker(prev.index, t.index))
         if marker["rows"]:
-            path = run_dir.phase_data(prev.index, False) / f"{part_name(t['index'])}.parquet"
-            tasks.append({"index": t["index"], "part": str(path), "last": last})
+            path = run_dir.phase_data(prev.index, False) / f"{part_name(t.index)}.parquet"
+            tasks.append(Task(t.index, last, part=str(path)))
     return tasks
+
+
+def _remove_intermediates(run_dir: RunDir) -> None:
+    """Once the run is complete (stats and manifest written), remove its bulk intermediate files:
+    the parts of earlier phases (``_work/phase-K/data``) and the files barrier stages kept under
+    ``_work/stages/`` (signatures, samples, ...).  JSON bookkeeping stays: markers, the plan, step
+    results and barrier summaries are all a rerun of a finished run reads (it runs nothing)."""
+    for data in run_dir.work.glob("phase-*/data"):
+        shutil.rmtree(data, ignore_errors=True)
+    stages = run_dir.work / "stages"
+    if stages.is_dir():
+        for path in sorted(stages.rglob("*"), reverse=True):  # files before their folders
+            if path.is_file() and path.suffix != ".json":
+                path.unlink(missing_ok=True)
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
 
 
 def _run_barrier(spec: PipelineSpec, run_dir: RunDir, phase: Phase, progress: Callable | None = None) -> None:
@@ -474,31 +561,65 @@ def _run_barrier(spec: PipelineSpec, run_dir: RunDir, phase: Phase, progress: Ca
     work = stage_work_dir(run_dir, stage.name)
     work.mkdir(parents=True, exist_ok=True)
     stage.work = work
-    parts = [Path(t["part"]) for t in phase.tasks]
-    ctx = BarrierContext(spec, run_dir, phase.index, parts, work, list(phase.tasks), progress)
+    ctx = BarrierContext(spec, run_dir, phase.index, list(phase.tasks), work, map_items, progress)
     stage.run_barrier(ctx)
     atomic_write_json(done, {"stage": stage.name, "extra": stage.stats.extra, "seconds": stage.stats.seconds})
 
 
 def _run_phase(
-    spec: PipelineSpec, run_dir: RunDir, phase: Phase, progress: Callable | None, ensure_ray: Callable
+    spec: PipelineSpec,
+    run_dir: RunDir,
+    phase: Phase,
+    progress: Callable | None,
+    ensure_ray: Callable,
+    in_process: bool = False,
 ) -> tuple[int, int, set[str]]:
-    import ray
-
     label = f"phase {phase.index}" if phase.index else "running"
-    todo = [t for t in phase.tasks if not run_dir.marker(phase.index, t["index"]).exists()]
+    finished = {t.index for t in phase.tasks if run_dir.marker(phase.index, t.index).exists()}
+    todo = [t for t in phase.tasks if t.index not in finished]
     # Largest inputs first, so that a big shard does not start last and leave the other CPUs idle.
     todo.sort(key=lambda t: -_task_bytes(t))
-    skipped = len(phase.tasks) - len(todo)
-    docs = sum(
-        read_json(run_dir.marker(phase.index, t["index"]))["rows"] for t in phase.tasks if t not in todo
-    )
+    skipped = len(finished)
+    docs = sum(read_json(run_dir.marker(phase.index, i))["rows"] for i in finished)
     done = skipped
     if progress:
         progress(label, done, len(phase.tasks), docs)
     if not todo:
         return 0, skipped, set()
+    nodes: set[str] = set()
+    for _task, marker in _dispatch(spec, run_dir, phase, todo, ensure_ray, in_process):
+        nodes.add(marker["node_id"])
+        done += 1
+        docs += marker["rows"]
+        if progress:
+            progress(label, done, len(phase.tasks), docs)
+    return len(todo), skipped, nodes - {""}
+
+
+def _dispatch(
+    spec: PipelineSpec,
+    run_dir: RunDir,
+    phase: Phase,
+    todo: list[Task],
+    ensure_ray: Callable,
+    in_process: bool,
+) -> Iterator[tuple[Task, dict]]:
+    """Run the phase's tasks; yields ``(task, marker)`` as each finishes."""
+    if phase.links_parts:  # no stage work to do: the driver links the parts itself
+        for task in todo:
+            yield task, link_task(run_dir, phase, task)
+        return
     ensure_ray()
+    if in_process:
+        for task in todo:
+            try:
+                marker = run_task(spec, str(run_dir.root), phase, task)
+            except Exception as exc:
+                raise RunFailed(_describe_failure(run_dir, phase, task, exc, 0)) from exc
+            yield task, marker
+        return
+    import ray
+
     res = task_resources(phase.stages)
     remote = ray.remote(run_task).options(
         num_cpus=res.cpus,
@@ -509,41 +630,35 @@ def _run_phase(
     )
     spec_ref = ray.put(spec)
     pending = {remote.remote(spec_ref, str(run_dir.root), phase, t): t for t in todo}
-    nodes: set[str] = set()
     for task, marker, exc in _as_completed(pending):
         if exc is not None:
             raise RunFailed(_describe_failure(run_dir, phase, task, exc, spec.max_retries)) from None
-        if not run_dir.marker(phase.index, task["index"]).exists():
+        if not run_dir.marker(phase.index, task.index).exists():
             raise RunFailed(
-                f"task {part_name(task['index'])} finished on node {marker['node_id']} "
+                f"task {part_name(task.index)} finished on node {marker['node_id']} "
                 f"(host {marker['host']}) but its files are not visible here: the run "
                 f"directory {run_dir.root} must be on storage shared by every node"
             )
-        nodes.add(marker["node_id"])
-        done += 1
-        docs += marker["rows"]
-        if progress:
-            progress(label, done, len(phase.tasks), docs)
-    return len(todo), skipped, nodes
+        yield task, marker
 
 
-def _task_bytes(task: dict) -> int:
-    if "part" in task:
-        return os.path.getsize(task["part"])
-    shard = task["shard"]
-    if shard["unit"] != "bytes":  # row-group ranges: the file size is a fair enough proxy
-        return os.path.getsize(shard["path"])
-    end = shard["end"] if shard["end"] is not None else os.path.getsize(shard["path"])
-    return end - shard["start"]
+def _task_bytes(task: Task) -> int:
+    if task.part is not None:
+        return os.path.getsize(task.part)
+    shard = task.shard
+    assert shard is not None
+    if shard.unit != "bytes":  # row-group ranges: the file size is a fair enough proxy
+        return os.path.getsize(shard.path)
+    end = shard.end if shard.end is not None else os.path.getsize(shard.path)
+    return end - shard.start
 
 
-def _describe_failure(run_dir: RunDir, phase: Phase, task: dict, exc: Exception, retries: int) -> str:
-    what = Shard(**task["shard"]).describe() if "shard" in task else task["part"]
-    name = part_name(task["index"])
+def _describe_failure(run_dir: RunDir, phase: Phase, task: Task, exc: Exception, retries: int) -> str:
+    name = part_name(task.index)
     return _failure_message(
         run_dir,
         f"phase-{phase.index}-{name}",
-        f"task {name} (phase {phase.index}, input {what})",
+        f"task {name} (phase {phase.index}, input {task.describe()})",
         exc,
         retries,
     )
@@ -566,8 +681,8 @@ def merge_stats(run_dir: RunDir, phases: list[Phase]) -> list[dict]:
     """Sum every task's stats per stage, in pipeline order (read first)."""
     merged: dict[str, StageStats] = {}
     for phase in phases:
-        for t in sorted(phase.tasks, key=lambda t: t["index"]):
-            for entry in read_json(run_dir.marker(phase.index, t["index"]))["stats"]:
+        for t in sorted(phase.tasks, key=lambda t: t.index):
+            for entry in read_json(run_dir.marker(phase.index, t.index))["stats"]:
                 part = StageStats.from_dict(entry)
                 merged.setdefault(part.name, StageStats(part.name)).merge(part)
         if phase.barrier is not None:
@@ -581,10 +696,10 @@ def merge_stats(run_dir: RunDir, phases: list[Phase]) -> list[dict]:
 
 def _write_manifest(spec: PipelineSpec, run_dir: RunDir, phases: list[Phase], stats: list[dict]) -> None:
     parts = []
-    for t in sorted(phases[-1].tasks, key=lambda t: t["index"]):
-        rows = read_json(run_dir.marker(phases[-1].index, t["index"]))["rows"]
+    for t in sorted(phases[-1].tasks, key=lambda t: t.index):
+        rows = read_json(run_dir.marker(phases[-1].index, t.index))["rows"]
         if rows:
-            parts.append({"path": f"data/{part_name(t['index'])}.parquet", "rows": rows})
+            parts.append({"path": f"data/{part_name(t.index)}.parquet", "rows": rows})
     atomic_write_json(
         run_dir.manifest_file,
         {

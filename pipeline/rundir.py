@@ -1,7 +1,7 @@
-"""The run directory: where every file of a run lives, and how files are written safely.
+"""The run directory: where every file of a run lives.
 
-Every file is written to a temporary name in the same directory and renamed into place, so a
-reader (or a resumed run) sees a whole file or none.  A task is finished exactly when its marker
+Every file is written through ``pipeline.atomic`` (temp name in the same directory, fsync,
+rename), so a reader (or a resumed run) sees a whole file or none.  A task is finished exactly when its marker
 ``_work/phase-K/done/part-NNNNN.json`` exists; the marker is written last, after the part and the
 dropped-row samples, and holds the task's stats.
 """
@@ -9,58 +9,18 @@ dropped-row samples, and holds the task's stats.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-ROW_GROUP_ROWS = 1024
+from pipeline.atomic import ROW_GROUP_ROWS, commit, temp_path
 
 
 def part_name(index: int) -> str:
     return f"part-{index:05d}"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode())
-
-
-@contextmanager
-def atomic_dir(out: Path) -> Iterator[Path]:
-    """Write a folder all at once: yields a temp folder beside ``out``; when the block ends without
-    error its files are fsynced and it is renamed over ``out`` (an existing ``out`` is replaced), on
-    error it is removed.  A reader sees the old folder or the whole new one, never half of one."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield tmp
-        for path in tmp.rglob("*"):
-            if path.is_file():
-                with open(path, "rb") as f:
-                    os.fsync(f.fileno())
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def read_json(path: Path) -> Any:
@@ -129,7 +89,7 @@ class PartWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        self.tmp = temp_path(path)
         self.writer: pq.ParquetWriter | None = None
         self.schema: pa.Schema | None = None
         self.pending: list[pa.RecordBatch] = []
@@ -206,17 +166,10 @@ class PartWriter:
         while self.pending_rows:
             self._flush(min(self.pending_rows, ROW_GROUP_ROWS))
         self.writer.close()  # type: ignore[union-attr]
-        os.replace(self.tmp, self.path)
+        commit(self.tmp, self.path)
         return self.rows
 
     def abort(self) -> None:
         if self.writer is not None:
             self.writer.close()
         self.tmp.unlink(missing_ok=True)
-
-
-def write_table_atomic(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
-    os.replace(tmp, path)

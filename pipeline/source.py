@@ -21,8 +21,10 @@ MiB = 1024 * 1024
 
 
 class InputParams(Params):
-    format: str
-    paths: list[str] = Field(min_length=1)
+    format: str = Field(description="the input format (a registered reader)")
+    paths: list[str] = Field(
+        min_length=1, description="input files or glob patterns, relative to the config file"
+    )
 
 
 @dataclass(frozen=True)

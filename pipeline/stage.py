@@ -13,8 +13,16 @@ stage and records documents in/out, drop reasons, bytes, time and a bounded samp
   (vectorised); the base class builds the mask.
 * Barrier stages (``barrier = True``; dedup, tokenizer training) need all rows of the previous
   phase.  The executor ends the current phase of per-row tasks before one, calls its
-  ``run_barrier`` on the driver (which fans work out as Ray tasks of its own), and starts a new
-  phase whose tasks read the parts the previous phase wrote.  See ``pipeline.executor``.
+  ``run_barrier(ctx)`` on the driver with a ``BarrierContext`` (the previous phase's parts and
+  ``ctx.map`` to fan work out as resumable Ray tasks), and starts a new phase whose tasks read the
+  parts the previous phase wrote.  A barrier whose per-row side keeps every row unchanged
+  (``passes_through = True``: tokenizer training, tokenization) costs no copy: the executor hands
+  the previous parts on (hard links) instead of rewriting them.  See ``pipeline.executor``.
+* Every task is a ``Task``: its ``index``, and either the input ``shard`` it reads (phase 0) or
+  the ``part`` of the previous phase (after a barrier).  A stage sees its task as ``self.task``.
+
+This module is the whole contract a stage author needs: stages import from ``pipeline.stage``,
+``pipeline.registry`` and the file helpers in ``pipeline.atomic``, never from the executor.
 
 Stages are constructed from their validated ``Params`` on the driver (cheap, picklable) and
 ``setup()`` is called in the worker before the first batch, so heavy resources (models, block
@@ -25,21 +33,81 @@ reuses worker processes, so a second task on the same worker pays nothing.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
+if TYPE_CHECKING:
+    from pipeline.config import PipelineSpec
+    from pipeline.rundir import RunDir
+    from pipeline.source import Shard
+
+
+class RunFailed(Exception):
+    """A run could not finish; the message says which task/input and why (printed as it is)."""
+
 
 class Params(BaseModel):
-    """Base for stage parameters: unknown keys are errors, never silently ignored."""
+    """Base for stage parameters: unknown keys are errors, never silently ignored.
+
+    Document each parameter with ``Field(default, description=...)``: ``winnow stages`` prints
+    the description, and a test checks that every built-in parameter has one."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of a phase: it reads ``shard`` (phase 0) or ``part`` (the previous phase's part of
+    the same ``index``) and writes part ``index`` of its phase (``data/`` when ``last``)."""
+
+    index: int
+    last: bool
+    shard: Shard | None = None
+    part: str | None = None
+
+    def describe(self) -> str:
+        return self.shard.describe() if self.shard is not None else str(self.part)
+
+
+@dataclass
+class BarrierContext:
+    """What a barrier stage's ``run_barrier`` gets.
+
+    ``tasks``: the previous phase's parts (each a ``Task`` with ``index`` and ``part``; the next
+    phase's task of the same index reads the same part), ``parts`` their paths, ``work`` the
+    stage's folder for intermediate files, ``run_dir`` and ``spec`` the run.
+    ``map(step, fn, items, resources)`` runs ``fn(**items[key])`` for every key as resumable Ray
+    tasks (in this process when Ray is not running) and returns key -> ``fn``'s JSON result plus
+    ``seconds``; see ``pipeline.executor.map_items`` for the rules ``fn`` must follow.
+    """
+
+    spec: PipelineSpec
+    run_dir: RunDir
+    phase: int
+    tasks: list[Task]
+    work: Path
+    mapper: Callable[..., dict[str, dict]]
+    progress: Callable | None = None
+
+    @property
+    def parts(self) -> list[Path]:
+        return [Path(t.part) for t in self.tasks if t.part is not None]
+
+    def map(
+        self,
+        step: str,
+        fn: Callable[..., dict],
+        items: dict[str, dict],
+        resources: Resources | None = None,
+    ) -> dict[str, dict]:
+        return self.mapper(self, step, fn, items, resources)
 
 
 @dataclass(frozen=True)
@@ -135,15 +203,17 @@ class Stage:
     Params: ClassVar[type[Params]] = Params
     resources: ClassVar[Resources] = Resources()
     barrier: ClassVar[bool] = False
+    # Barriers only: ``transform`` returns every row unchanged, so the next phase's parts can be the
+    # previous phase's (hard-linked, not rewritten) when nothing else runs in that phase.
+    passes_through: ClassVar[bool] = False
 
     def __init__(self, params: Params | None = None) -> None:
         self.params = params if params is not None else self.Params()
         self.stats = StageStats(self.name)
         # ``_work/stages/<name>/`` of the run, set by the executor before ``setup()``/``run_barrier``
         self.work: Path | None = None
-        # the task this stage runs in (``index``; ``shard`` in phase 0, ``part`` after a barrier),
-        # set by the executor before ``setup()``
-        self.task: dict[str, Any] | None = None
+        # the task this stage runs in, set by the executor before ``setup()``
+        self.task: Task | None = None
         # Stages that rewrite rows instead of dropping them (pii) append before/after samples here
         # (``id``, ``reason``, ...), at most ``sample_limit`` per reason; they land with the
         # dropped-row samples in ``removed/<stage>/``.
@@ -168,7 +238,7 @@ class Stage:
     def transform(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, Sequence[str | None]]:
         raise NotImplementedError
 
-    def run_barrier(self, ctx: Any) -> None:
+    def run_barrier(self, ctx: BarrierContext) -> None:
         """Barrier stages only: the whole-dataset phase (see module docstring)."""
         raise NotImplementedError(f"{self.name} is not a barrier stage")
 

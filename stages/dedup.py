@@ -41,9 +41,10 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
+from pipeline.atomic import atomic_write_bytes, write_table_atomic
 from pipeline.registry import register_stage
-from pipeline.rundir import atomic_write_bytes, part_name, write_table_atomic
-from pipeline.stage import Params, Resources, Stage
+from pipeline.rundir import part_name
+from pipeline.stage import BarrierContext, Params, Resources, Stage
 
 ROW_MASK = np.int64(0xFFFFFFFF)
 BAND_DTYPE = np.dtype([("hash", "<u8"), ("doc", "<i8")])
@@ -367,13 +368,13 @@ class DedupStage(Stage):
     def verify_cut(self) -> float | None:
         return None
 
-    def run_barrier(self, ctx: Any) -> None:
+    def run_barrier(self, ctx: BarrierContext) -> None:
         import pyarrow.parquet as pq
 
         assert self.work is not None
         work = self.work
-        tasks = sorted(ctx.tasks, key=lambda t: t["index"])
-        total_rows = sum(pq.ParquetFile(t["part"]).metadata.num_rows for t in tasks)
+        tasks = sorted(ctx.tasks, key=lambda t: t.index)
+        total_rows = sum(pq.ParquetFile(t.part).metadata.num_rows for t in tasks)
         partitions = 1
         while total_rows * BYTES_PER_SLICE_ROW / partitions > self.params.max_partition_mb * 2**20:
             partitions *= 2
@@ -383,11 +384,11 @@ class DedupStage(Stage):
             "sign",
             sign_part,
             {
-                part_key(t["index"]): {
+                part_key(t.index): {
                     "kind": self.KIND,
                     "options": self.options(),
-                    "index": t["index"],
-                    "part": t["part"],
+                    "index": t.index,
+                    "part": t.part,
                     "work": str(work),
                     "partitions": partitions,
                     "keep_lengths": keep_lengths,
@@ -419,7 +420,7 @@ class DedupStage(Stage):
             {
                 "all": {
                     "pair_refs": [banded[name]["pairs"] for name in sorted(banded)],
-                    "parts": {part_key(t["index"]): t["part"] for t in tasks},
+                    "parts": {part_key(t.index): t.part for t in tasks},
                     "lengths": {k: v["lengths"] for k, v in signed.items()} if keep_lengths else None,
                     "work": str(work),
                     "out": str(out),
@@ -457,7 +458,7 @@ class DedupStage(Stage):
     def setup(self) -> None:
         assert self.work is not None and self.task is not None
         plan = json.loads((self.work / "filter.json").read_text())
-        key = part_key(self.task["index"])
+        key = part_key(self.task.index)
         self._remove = load_npy(plan["removed"][key]) if key in plan["removed"] else np.empty(0, np.int64)
         self._expected_rows = plan["rows"].get(key)
         self._offset = 0
@@ -466,7 +467,7 @@ class DedupStage(Stage):
         start, self._offset = self._offset, self._offset + batch.num_rows
         if self._expected_rows is not None and self._offset > self._expected_rows:
             raise CorruptIntermediate(
-                f"part {self.task and self.task.get('part')} has more rows than when it was signed"
+                f"part {self.task and self.task.part} has more rows than when it was signed"
             )
         lo, hi = np.searchsorted(self._remove, [start, self._offset])
         if lo == hi:
@@ -494,9 +495,9 @@ def write_union(folder: Path, spec: Any) -> None:
 
 class MinHashParams(DedupParams):
     ngram: int = Field(5, ge=1, description="word n-grams of the normalised text")
-    num_perm: int = Field(112, ge=8, le=1024)
+    num_perm: int = Field(112, ge=8, le=1024, description="MinHash permutations (signature length)")
     bands: int | None = Field(None, ge=1, description="LSH bands (with rows); default 14 x 8")
-    rows: int | None = Field(None, ge=1)
+    rows: int | None = Field(None, ge=1, description="rows per band (with bands); default 8")
     threshold: float | None = Field(
         None, gt=0, lt=1, description="Jaccard from which pairs are duplicates; picks bands x rows"
     )
@@ -504,7 +505,7 @@ class MinHashParams(DedupParams):
         2, ge=1, le=8, description="the banding over this many groupings of the permutations (1: FineWeb's)"
     )
     verify: bool = Field(True, description="keep only candidates whose estimated Jaccard passes")
-    seed: int = 1
+    seed: int = Field(1, description="seed of the hash permutations")
 
     @model_validator(mode="after")
     def _consistent(self) -> MinHashParams:
@@ -549,7 +550,7 @@ class MinHashDedup(DedupStage):
 
         return verify_threshold(self.params.threshold, self.params.num_perm) if self.params.verify else None
 
-    def run_barrier(self, ctx: Any) -> None:
+    def run_barrier(self, ctx: BarrierContext) -> None:
         bands, rows = self._lsh()
         self.stats.extra.update(
             {
@@ -563,7 +564,7 @@ class MinHashDedup(DedupStage):
 
 
 class ExactParams(DedupParams):
-    by: Literal["text", "url", "text_and_url"] = "text"
+    by: Literal["text", "url", "text_and_url"] = Field("text", description="what makes two documents equal")
     normalize: bool = Field(True, description="hash the normalised text (case, punctuation, digits)")
 
 

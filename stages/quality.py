@@ -235,15 +235,17 @@ class QualityFilter(Stage):
 
 # --------------------------------------------------------------------------------------------
 class GopherQualityParams(QualityParams):
-    min_doc_words: int | None = 50
-    max_doc_words: int | None = 100_000
-    min_avg_word_length: float | None = 3
-    max_avg_word_length: float | None = 10
-    max_symbol_word_ratio: float | None = 0.1
-    max_bullet_lines_ratio: float | None = 0.9
-    max_ellipsis_lines_ratio: float | None = 0.3
+    min_doc_words: int | None = Field(50, description="drop documents with fewer words (null: no limit)")
+    max_doc_words: int | None = Field(100_000, description="drop documents with more words")
+    min_avg_word_length: float | None = Field(3, description="min mean word length in characters")
+    max_avg_word_length: float | None = Field(10, description="max mean word length in characters")
+    max_symbol_word_ratio: float | None = Field(0.1, description="max (# and ... symbols) per word")
+    max_bullet_lines_ratio: float | None = Field(0.9, description="max share of lines starting with a bullet")
+    max_ellipsis_lines_ratio: float | None = Field(
+        0.3, description="max share of lines ending in an ellipsis"
+    )
     min_alpha_words_ratio: float | None = Field(0.8, description="datatrove: max_non_alpha_words_ratio")
-    min_stop_words: int | None = 2
+    min_stop_words: int | None = Field(2, description="min stop words (of stop_words) in the document")
     stop_words: list[str] | dict[str, list[str]] | None = Field(
         None,
         description="one list for every language, or a list per language code; default: Gopher's "
@@ -326,10 +328,10 @@ class GopherQuality(QualityFilter):
 
 # --------------------------------------------------------------------------------------------
 class GopherRepetitionParams(QualityParams):
-    dup_line_frac: float | None = 0.3
-    dup_para_frac: float | None = 0.3
-    dup_line_char_frac: float | None = 0.2
-    dup_para_char_frac: float | None = 0.2
+    dup_line_frac: float | None = Field(0.3, description="max share of lines that repeat an earlier line")
+    dup_para_frac: float | None = Field(0.3, description="max share of paragraphs that repeat an earlier one")
+    dup_line_char_frac: float | None = Field(0.2, description="max character share of repeated lines")
+    dup_para_char_frac: float | None = Field(0.2, description="max character share of repeated paragraphs")
     top_n_grams: dict[int, float] = Field(
         {2: 0.2, 3: 0.18, 4: 0.16}, description="n -> max character share of the most frequent n-gram"
     )
@@ -455,13 +457,13 @@ class C4QualityParams(QualityParams):
         False, description="remove lines not ending in . ? ! \" ' (C4: true; FineWeb: false)"
     )
     min_num_sentences: int | None = Field(5, description="drop documents with fewer sentences left")
-    min_words_per_line: int | None = 3
+    min_words_per_line: int | None = Field(3, description="remove lines with fewer words")
     max_word_length: int | None = Field(1000, description="remove lines with a longer word")
-    remove_citations: bool = True
-    filter_lorem_ipsum: bool = True
-    filter_javascript: bool = True
-    filter_curly_bracket: bool = True
-    filter_policy: bool = True
+    remove_citations: bool = Field(True, description="remove Wikipedia-style citation marks such as [1]")
+    filter_lorem_ipsum: bool = Field(True, description="drop documents containing 'lorem ipsum'")
+    filter_javascript: bool = Field(True, description="remove lines mentioning 'javascript'")
+    filter_curly_bracket: bool = Field(True, description="drop documents containing a curly bracket")
+    filter_policy: bool = Field(True, description="remove cookie / terms-of-use / privacy-policy lines")
 
 
 @register_stage
@@ -547,10 +549,12 @@ class C4Quality(QualityFilter):
 # --------------------------------------------------------------------------------------------
 class FineWebQualityParams(QualityParams):
     line_punct_thr: float | None = Field(0.12, description="min share of lines ending in punctuation")
-    line_punct_exclude_zero: bool = False
+    line_punct_exclude_zero: bool = Field(
+        False, description="do not drop documents with no line ending in punctuation at all"
+    )
     stop_chars: list[str] | None = Field(None, description="line-ending characters; default: terminal punct")
     short_line_thr: float | None = Field(0.67, description="max share of lines of <= short_line_length chars")
-    short_line_length: int = 30
+    short_line_length: int = Field(30, description="a line of at most this many characters is short")
     char_duplicates_ratio: float | None = Field(0.01, description="max share of chars in repeated lines")
     new_line_ratio: float | None = Field(0.3, description="max newlines per word")
 

@@ -34,8 +34,8 @@ COMPRESSED = (".gz", ".bz2", ".zst", ".zstd", ".lz4", ".xz")
 
 
 class TabularParams(InputParams):
-    text_field: str = "text"
-    id_field: str = "id"
+    text_field: str = Field("text", description="field holding the document text (becomes column text)")
+    id_field: str = Field("id", description="field holding the document id (becomes column id)")
     split_bytes: int = Field(64 * MiB, ge=4096, description="target bytes (or row-group bytes) per task")
 
 

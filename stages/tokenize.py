@@ -26,28 +26,31 @@ from typing import Any, ClassVar
 import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
+from pipeline.atomic import atomic_dir, atomic_write_json
 from pipeline.registry import register_stage
-from pipeline.rundir import atomic_write_json, part_name
-from pipeline.stage import Params, Resources, Stage
+from pipeline.rundir import part_name
+from pipeline.stage import BarrierContext, Params, Resources, RunFailed, Stage, Task
 
 
 class _PassThrough(Stage):
-    """A barrier stage whose per-row part keeps every document as it is."""
+    """A barrier stage whose per-row part keeps every document as it is: the executor hands the
+    previous phase's parts on instead of copying them (``Stage.passes_through``)."""
 
     barrier = True
+    passes_through = True
 
     def transform(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[str | None]]:
         return batch, [None] * batch.num_rows
 
 
-def _parts(ctx: Any) -> list[dict]:
-    return sorted(ctx.tasks, key=lambda t: t["index"])
+def _parts(ctx: BarrierContext) -> list[Task]:
+    return sorted(ctx.tasks, key=lambda t: t.index)
 
 
-def _corpus_bytes(tasks: list[dict]) -> int:
+def _corpus_bytes(tasks: list[Task]) -> int:
     from tokenizer.sample import text_bytes
 
-    return sum(text_bytes(t["part"]) for t in tasks)
+    return sum(text_bytes(t.part) for t in tasks)
 
 
 # --- tokenizer_train ------------------------------------------------------------------------------
@@ -115,7 +118,7 @@ class TokenizerTrain(_PassThrough):
     Params = TokenizerTrainParams
     resources = Resources(cpus=1, memory_mb=1024)
 
-    def run_barrier(self, ctx: Any) -> None:
+    def run_barrier(self, ctx: BarrierContext) -> None:
         from tokenizer.sample import sample_part
 
         p = self.params
@@ -127,9 +130,9 @@ class TokenizerTrain(_PassThrough):
             "sample",
             sample_part,
             {
-                part_name(t["index"]): {
-                    "part": t["part"],
-                    "out": str(self.work / "sample" / f"{part_name(t['index'])}.parquet"),
+                part_name(t.index): {
+                    "part": t.part,
+                    "out": str(self.work / "sample" / f"{part_name(t.index)}.parquet"),
                     "fraction": fraction,
                     "seed": p.seed,
                 }
@@ -141,8 +144,6 @@ class TokenizerTrain(_PassThrough):
         totals["sampled_documents"] = sum(sampled[key]["sampled_documents"] for key in keys)
         totals["sampled_pieces"] = sum(sampled[key]["sampled_pieces"] for key in keys)
         if totals["sampled_chars"] == 0:
-            from pipeline.executor import RunFailed
-
             raise RunFailed(
                 f"tokenizer_train: no text to train on ({totals['documents']} documents reach the stage)"
             )
@@ -237,7 +238,7 @@ class Tokenize(_PassThrough):
                 return [f"tokenizer: {exc}"]
         return []
 
-    def _tokenizer_dir(self, ctx: Any) -> Path:
+    def _tokenizer_dir(self, ctx: BarrierContext) -> Path:
         """``OUTPUT/tokenizer``: trained earlier in the run, or a copy of ``tokenizer: PATH``."""
         from tokenizer.encoding import META_FILE, Tokenizer, find_tokenizer_dir
 
@@ -250,14 +251,11 @@ class Tokenize(_PassThrough):
         wanted = Tokenizer.from_dir(source).sha256
         if (own / META_FILE).is_file() and Tokenizer.from_dir(own).sha256 == wanted:
             return own
-        tmp = own.with_name(".tokenizer.copy.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(source, tmp)
-        shutil.rmtree(own, ignore_errors=True)
-        tmp.rename(own)
+        with atomic_dir(own) as tmp:
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
         return own
 
-    def run_barrier(self, ctx: Any) -> None:
+    def run_barrier(self, ctx: BarrierContext) -> None:
         from tokenizer.encoding import Tokenizer
         from tokenizer.shards import bucket_bits, encode_part, plan_shards, token_dtype, write_shard
 
@@ -272,10 +270,10 @@ class Tokenize(_PassThrough):
             "encode",
             encode_part,
             {
-                part_name(t["index"]): {
-                    "part": t["part"],
-                    "index": t["index"],
-                    "out": str(self.work / "encoded" / f"{part_name(t['index'])}.arrow"),
+                part_name(t.index): {
+                    "part": t.part,
+                    "index": t.index,
+                    "out": str(self.work / "encoded" / f"{part_name(t.index)}.arrow"),
                     "tokenizer": str(tok_dir),
                     "sha256": tok.sha256,
                     "seed": p.seed,

@@ -37,11 +37,13 @@ import pyarrow as pa
 import xxhash
 from pydantic import Field
 
+from pipeline.atomic import atomic_write_bytes
 from pipeline.registry import register_stage
-from pipeline.rundir import atomic_write_bytes
 from pipeline.stage import FilterStage, Params, Resources
 
 NON_ALNUM = re.compile(r"[^a-z0-9]+")
+# a host name in ASCII (IDNA) form: dot-separated labels of letters, digits, "-" and "_"
+HOST_NAME = re.compile(r"[a-z0-9_-]{1,63}(\.[a-z0-9_-]{1,63})*")
 INLINE_COMMENT = re.compile(r"\s+#.*$")
 
 
@@ -53,14 +55,31 @@ class UrlFilterParams(Params):
     )
 
     default_lists: bool = Field(True, description="FineWeb's lists shipped in the datatrove wheel")
-    block_domains: list[str] = Field(default_factory=list)
-    block_domains_files: list[str] = Field(default_factory=list)
-    block_url_substrings: list[str] = Field(default_factory=list)
-    block_url_substrings_files: list[str] = Field(default_factory=list)
-    allow_domains: list[str] = Field(default_factory=list)
-    allow_domains_files: list[str] = Field(default_factory=list)
+    block_domains: list[str] = Field(
+        default_factory=list, description="domains to drop, with their subdomains (dropped as blocked_domain)"
+    )
+    block_domains_files: list[str] = Field(
+        default_factory=list, description="files of domains to drop, one per line, # comments"
+    )
+    block_url_substrings: list[str] = Field(
+        default_factory=list, description="drop URLs containing any of these (case-insensitive)"
+    )
+    block_url_substrings_files: list[str] = Field(
+        default_factory=list, description="files of URL substrings to drop, one per line"
+    )
+    allow_domains: list[str] = Field(
+        default_factory=list, description="domains exempt from every block (with their subdomains)"
+    )
+    allow_domains_files: list[str] = Field(
+        default_factory=list, description="files of allowed domains, one per line"
+    )
     allow_only: bool = Field(False, description="drop every domain not in the allow-list")
     soft_word_threshold: int = Field(2, ge=1, description="soft-banned words needed to drop a URL")
+    drop_no_public_suffix: bool = Field(
+        False,
+        description="drop hosts without a public suffix (intranet names, reserved TLDs such as .test) "
+        "as no_public_suffix; by default they are kept (as datatrove does) and counted in extra",
+    )
 
 
 def _datatrove_assets() -> Path:
@@ -216,17 +235,28 @@ def _url_prefixes(url: str) -> list[str]:
     return [host + "/" + "/".join(segments[:k]) for k in range(1, len(segments) + 1)]
 
 
+def _url_host(url: str) -> str | None:
+    """The host name of ``url`` (lower case, no trailing dot), None when it has none."""
+    try:
+        host = urlsplit(url if "://" in url else "//" + url).hostname
+    except ValueError:
+        return None
+    host = _ascii_host((host or "").strip("."))
+    return host if host and HOST_NAME.fullmatch(host) else None
+
+
 def host_levels(fqdn: str, registered: str) -> list[str]:
     """``a.b.example.com`` -> [a.b.example.com, b.example.com, example.com] (a leading ``www.``
-    label is dropped, non-ASCII names are IDNA-encoded)."""
+    label is dropped, non-ASCII names are IDNA-encoded).  Without a registered domain (a host with
+    no public suffix: ``a.b.intranet``) every level down to the last label is checked."""
     fqdn = fqdn.lower()
     if fqdn != registered.lower():
         fqdn = _strip_www(fqdn)
     fqdn = _ascii_host(fqdn)
-    if not registered:
-        return [fqdn] if fqdn else []
+    if not fqdn:
+        return []
     parts = fqdn.split(".")
-    n = registered.count(".") + 1
+    n = registered.count(".") + 1 if registered else 1
     return [".".join(parts[i:]) for i in range(0, max(1, len(parts) - n + 1))]
 
 
@@ -272,11 +302,22 @@ class UrlFilter(FilterStage):
                 levels.append([])
                 continue
             ext = self.tld(url)
-            if not ext.domain or not (ext.suffix or ext.ipv4 or ext.ipv6):
+            if ext.suffix or ext.ipv4 or ext.ipv6:
+                levels.append(host_levels(ext.fqdn or ext.domain, ext.top_domain_under_public_suffix))
+                continue
+            # No public suffix: a URL without a host is invalid; a host such as ``intranet`` or
+            # ``server.test`` is a real (non-public) name, kept by default and checked at every level.
+            host = _url_host(url)
+            if host is None:
                 reasons[i] = "invalid_url"
                 levels.append([])
                 continue
-            levels.append(host_levels(ext.fqdn or ext.domain, ext.top_domain_under_public_suffix))
+            self.stats.count("no_public_suffix")
+            if self.params.drop_no_public_suffix:
+                reasons[i] = "no_public_suffix"
+                levels.append([])
+                continue
+            levels.append(host_levels(host, ""))
         flat = [h for lv in levels for h in lv]
         keys = np.fromiter((_hash(h) for h in flat), dtype=np.uint64, count=len(flat))
         blocked = self.blocked.contains(keys)

@@ -38,7 +38,7 @@ def test_save_layout_and_roundtrip(tmp_path):
         assert torch.equal(sd[k], v)
     trainer = torch.load(d / "trainer.pt", weights_only=True)
     assert trainer["step"] == 7
-    assert not list((tmp_path / "out" / "checkpoints").glob(".tmp-*"))
+    assert not list((tmp_path / "out" / "checkpoints").glob(".*tmp*"))
 
 
 def test_wrapped_model_saves_bare_keys_in_fp32(tmp_path):
@@ -67,7 +67,7 @@ def test_half_written_temp_folder_is_ignored_and_cleaned(tmp_path):
     root = tmp_path / "checkpoints"
     # a crash mid-save of step 6: temp folder with a model but no config, and a step folder
     # without model.pt (e.g. copied by hand); neither may be picked
-    half = root / ".tmp-step-00000006-999"
+    half = root / ".step-00000006.tmp-x1y2z3"
     half.mkdir()
     (half / "model.pt").write_bytes(b"partial")
     broken = root / "step-00000009"

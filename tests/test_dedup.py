@@ -1,9 +1,9 @@
 """minhash_dedup / exact_dedup as barrier stages: outputs, determinism, resume, edge cases.
 
-Most tests drive the phases in this process (``run_local``: the executor's own ``run_task`` and
-``_run_barrier``, with ``BarrierContext.map`` running its items in-process because Ray is not
-started), so that a failure can be injected into one step; one test runs the CLI on Ray with 1
-and 2 workers and compares.
+Most tests run the real driver with every task in this process (``run_local``:
+``run_pipeline(in_process=True)``, with ``BarrierContext.map`` running its items in-process
+because Ray is not started), so that a failure can be injected into one step; one test runs the
+CLI on Ray with 1 and 2 workers and compares.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import kill_run_when, read_docs, stats_without_time, winnow, write_config
 
-from pipeline import registry
 from pipeline.config import ConfigError, load_pipelines
-from pipeline.executor import _run_barrier, _tasks_after, merge_stats, run_task, split_phases
-from pipeline.rundir import RunDir
+from pipeline.executor import run_pipeline
 
 WORDS = (  # noqa: SIM905
     "river stone market winter garden letter window silver forest harbor engine candle meadow "
@@ -93,24 +91,8 @@ def pipeline(tmp_path, docs, stages, name="p", split_bytes=8192, out="out"):
 
 
 def run_local(spec) -> list[dict]:
-    """Every phase in this process: the executor's task and barrier code without Ray."""
-    registry.load_builtin()
-    run_dir = RunDir(spec.output)
-    source = registry.SOURCES[spec.input.format](spec.input)
-    shards = source.plan(spec.input_files)
-    phases = split_phases(spec.stages)
-    for phase in phases:
-        last = phase is phases[-1]
-        if phase.index == 0:
-            phase.tasks = [{"index": i, "shard": s.__dict__, "last": last} for i, s in enumerate(shards)]
-        else:
-            phase.tasks = _tasks_after(run_dir, phases[phase.index - 1], last)
-            _run_barrier(spec, run_dir, phase)
-        for t in phase.tasks:
-            if not run_dir.marker(phase.index, t["index"]).exists():
-                run_task(spec, str(run_dir.root), phase, t)
-    stats = merge_stats(run_dir, phases)
-    return stats
+    """The real driver with every task and barrier step in this process (no Ray); its stats."""
+    return run_pipeline(spec, in_process=True).stats
 
 
 def duplicates(run_dir) -> dict[str, str]:

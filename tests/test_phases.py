@@ -1,4 +1,4 @@
-"""The phase machinery for barrier stages, driven without Ray (run_task is a plain function)."""
+"""The phase machinery for barrier stages, through the real driver with every task in this process."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from helpers import write_config
 
 from pipeline import registry
 from pipeline.config import load_pipelines
-from pipeline.executor import _run_barrier, _tasks_after, merge_stats, run_task, split_phases
+from pipeline.executor import run_pipeline, split_phases
 from pipeline.rundir import RunDir
 from pipeline.stage import FilterStage
 
@@ -58,20 +58,17 @@ def test_barrier_splits_phases_and_merges_stats(tmp_path, monkeypatch):
     source = registry.SOURCES["jsonl"](spec.input)
     shards = source.plan(spec.input_files)
     assert len(shards) > 1
-    phases[0].tasks = [{"index": i, "shard": s.__dict__, "last": False} for i, s in enumerate(shards)]
-    for t in phases[0].tasks:
-        run_task(spec, str(run_dir.root), phases[0], t)
-    # phase 0 wrote intermediate parts under _work, not data/
-    assert not run_dir.data.exists()
-    phases[1].tasks = _tasks_after(run_dir, phases[0], last=True)
-    assert len(phases[1].tasks) == len(shards)
-    _run_barrier(spec, run_dir, phases[1])
-    for t in phases[1].tasks:
-        run_task(spec, str(run_dir.root), phases[1], t)
+    result = run_pipeline(spec, in_process=True)
+    assert result.tasks_run == 2 * len(shards) and result.tasks_skipped == 0
+    # phase 0 wrote its parts under _work (the barrier read them there); a finished run removes them
+    assert len(list((run_dir.work / "phase-0" / "done").glob("*.json"))) == len(shards)
+    assert not (run_dir.work / "phase-0" / "data").exists()
+    assert len(list(run_dir.data.glob("part-*.parquet"))) == len(shards)
 
     out = pq.read_table(run_dir.data).to_pylist()
     assert sorted(int(r["id"]) for r in out) == [i for i in range(300) if i % 3 == 0]
-    stats = merge_stats(run_dir, phases)
+    stats = result.stats
+    assert stats == json.loads(run_dir.stats_file.read_text())
     assert [s["name"] for s in stats] == ["read", "url_filter", KeepShortest.name]
     last = stats[-1]
     assert last["docs_in"] == 300 and last["docs_out"] == 100 and last["dropped"] == {"longer": 200}

@@ -57,7 +57,7 @@ def test_empty_part_writes_no_file_and_removes_a_stale_one(tmp_path):
 
 
 def test_atomic_dir_replaces_whole_folders_and_leaves_nothing_on_error(tmp_path):
-    from pipeline.rundir import atomic_dir
+    from pipeline.atomic import atomic_dir
 
     out = tmp_path / "tok"
     with atomic_dir(out) as tmp:

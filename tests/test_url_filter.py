@@ -201,7 +201,7 @@ def test_allow_only():
 
 def test_no_url_and_invalid_url():
     f = make(default_lists=False)
-    urls = [None, "", "not a url", "http://localhost/", "https://example.com/", "http://93.184.216.34/x"]
+    urls = [None, "", "not a url", "http:///path", "https://example.com/", "http://93.184.216.34/x"]
     assert reasons(f, urls) == ["no_url", "no_url", "invalid_url", "invalid_url", None, None]
     batch = pa.RecordBatch.from_pydict({"text": ["a", "b"]})  # no url column at all
     assert list(f.decide(batch)) == ["no_url", "no_url"]
@@ -289,3 +289,28 @@ def test_sample_urls(default_filter):
         "www.lacuarta.com",
         "www.siegessaeule.de",
     ]
+
+
+NO_SUFFIX = [
+    "http://localhost/",
+    "http://intranet/wiki/Page",
+    "https://build.corp.test/x",
+    "http://a.b.internal:8080/",
+]
+
+
+def test_hosts_without_a_public_suffix_are_kept_and_counted():
+    """datatrove keeps intranet names and reserved TLDs; so do we, counted in extra."""
+    f = make(default_lists=False, block_domains=["corp.test"])
+    runner = StageRunner(f)
+    urls = [*NO_SUFFIX, "https://example.com/"]
+    out = runner(pa.RecordBatch.from_pydict({"id": [str(i) for i in range(len(urls))], "url": urls}))
+    # corp.test is blocked at its level like any domain; the other three are kept
+    assert out.column("url").to_pylist() == [NO_SUFFIX[0], NO_SUFFIX[1], NO_SUFFIX[3], urls[-1]]
+    assert dict(runner.stats.dropped) == {"blocked_subdomain": 1}
+    assert runner.stats.extra == {"no_public_suffix": 4}
+
+
+def test_hosts_without_a_public_suffix_dropped_when_asked():
+    f = make(default_lists=False, drop_no_public_suffix=True)
+    assert reasons(f, [*NO_SUFFIX, "https://example.com/"]) == ["no_public_suffix"] * 4 + [None]

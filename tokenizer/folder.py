@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from pipeline.rundir import atomic_dir
+from pipeline.atomic import atomic_dir
 from tokenizer.encoding import (
     FORMAT,
     GPT4_PATTERN,

@@ -59,7 +59,7 @@ def sample_part(part: str, out: str, fraction: float, seed: int) -> dict:
     import pyarrow.parquet as pq
     import xxhash
 
-    from pipeline.rundir import write_table_atomic
+    from pipeline.atomic import write_table_atomic
 
     threshold = piece_threshold(fraction)
     kept: list[str] = []

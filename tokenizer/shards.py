@@ -57,22 +57,6 @@ def doc_keys(ids: list[str], seed: int, val_fraction: float) -> tuple[np.ndarray
     return keys, split
 
 
-def write_ipc_atomic(path: Path, table) -> None:
-    """An uncompressed Arrow IPC file (memory-mappable), written to a temp name and renamed."""
-    import os
-    import uuid
-
-    import pyarrow as pa
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=max(1, table.num_rows))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 _TOKENIZERS: dict[tuple[str, str], Any] = {}
 
 
@@ -137,6 +121,8 @@ def encode_part(
             "input_ids": tokens,
         }
     ).take(pa.array(order))
+    from pipeline.atomic import write_ipc_atomic
+
     write_ipc_atomic(Path(out), table)
 
     # rows and tokens per non-empty (split, bucket), in file order
@@ -204,7 +190,7 @@ def write_shard(slices: list[list], out: str, vocab_size: int) -> dict[str, Any]
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from pipeline.rundir import write_table_atomic
+    from pipeline.atomic import write_table_atomic
 
     # Zero-copy: the row slices point into the memory-mapped files; only the sort's ``take``
     # copies, so the task holds about one shard, whatever the parts' sizes.

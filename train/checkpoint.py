@@ -9,9 +9,10 @@ OUT/checkpoints/step-00000100/
 OUT/checkpoints/latest   name of the newest complete checkpoint
 ```
 
-Atomicity: everything is written into ``.tmp-step-XXXXXXXX-<pid>/``, every file and the folder are
-fsynced, the folder is renamed to its final name (one ``rename(2)``, atomic on POSIX), the parent
-directory is fsynced, and only then is ``latest`` replaced (temp file + rename).  A crash at any
+Atomicity (``pipeline.atomic.atomic_dir``): everything is written into a hidden temp folder, every
+file and the folder are fsynced, the folder is renamed to its final name (one ``rename(2)``, atomic
+on POSIX), the parent directory is fsynced, and only then is ``latest`` replaced (temp file +
+rename).  A crash at any
 point leaves either the previous checkpoint set or the new one; a half-written temp folder is never
 read (``resolve_checkpoint`` only considers ``step-*`` folders holding ``config.json`` and
 ``model.pt``) and is removed by the next save.  The cost is one extra fsync per file: for a
@@ -25,7 +26,6 @@ tensors and plain Python values (no pickled classes), so loading a checkpoint ru
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from dataclasses import asdict
@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from pipeline.atomic import atomic_dir, atomic_write_text, remove_stale_temps
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -52,32 +54,6 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
             model = model.module
         else:
             return model
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    """fsync every file and directory under ``root`` (directories last, so entries are durable)."""
-    for dirpath, _dirnames, filenames in os.walk(root, topdown=False):
-        for name in filenames:
-            _fsync_path(Path(dirpath) / name)
-        _fsync_path(Path(dirpath))
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_path(path.parent)
 
 
 def _complete(step_dir: Path) -> bool:
@@ -115,40 +91,27 @@ def save_checkpoint(
     that re-reaches a saved step after a crash writes the same content again).
     """
     root = Path(out_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-*"):  # left by a writer that crashed; one writer per run (rank 0)
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_temps(root)  # left by a writer that crashed; one writer per run (rank 0)
     name = step_dir_name(step)
-    tmp = root / f".tmp-{name}-{os.getpid()}"
-    tmp.mkdir()
-
     bare = unwrap_model(model)
-    state = {
-        k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).clone()
-        for k, v in bare.state_dict().items()
-    }
-    torch.save(state, tmp / "model.pt")
-    config = dict(meta)
-    if "model" not in config and hasattr(bare, "config"):
-        config["model"] = asdict(bare.config)
-    config["step"] = int(step)
-    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
-    if tokenizer_dir is not None:
-        shutil.copytree(tokenizer_dir, tmp / "tokenizer")
-    if trainer_state is not None:
-        torch.save(trainer_state, tmp / "trainer.pt")
-    _fsync_tree(tmp)
-
+    # Saving a step that exists replaces it whole (atomic_dir moves the old folder aside first).
+    with atomic_dir(root / name) as tmp:
+        state = {
+            k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).clone()
+            for k, v in bare.state_dict().items()
+        }
+        torch.save(state, tmp / "model.pt")
+        config = dict(meta)
+        if "model" not in config and hasattr(bare, "config"):
+            config["model"] = asdict(bare.config)
+        config["step"] = int(step)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
+        if tokenizer_dir is not None:
+            shutil.copytree(tokenizer_dir, tmp / "tokenizer")
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / "trainer.pt")
     final = root / name
-    if final.exists():  # move the old one aside first: rename cannot replace a non-empty directory
-        old = root / f".tmp-old-{name}-{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    _fsync_path(root)
-    _write_text_atomic(root / LATEST, name + "\n")
+    atomic_write_text(root / LATEST, name + "\n")
 
     if keep_last > 0:
         for old in list_checkpoints(root)[:-keep_last]:

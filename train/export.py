@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.rundir import atomic_dir
+from pipeline.atomic import atomic_dir
 from train.generate import end_ids
 from train.model import GPT
 

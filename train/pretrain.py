@@ -49,6 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.atomic import atomic_write_text
 from train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from train.data import (
     DEFAULT_SHUFFLE_TOKENS,
@@ -286,9 +287,7 @@ class Metrics:
                         kept.append(line + "\n")
                 except (json.JSONDecodeError, KeyError, TypeError):
                     pass  # a line cut by a crash mid-write
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(kept))
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, "".join(kept))
         self.f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
 
     def write(self, record: dict) -> None:
