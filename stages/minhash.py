@@ -25,8 +25,8 @@ Pipeline of one document
    defined on -- and its high bits are the well-mixed ones; the keys are already uniform 64-bit
    hashes, so the permutations behave as independent ones.  The tests check it against exact
    Jaccard: unbiased over hundreds of independent pairs, with the binomial variance (shared
-   multipliers, i.e. correlated permutations, fail both).  FACTS measured a naive numpy
-   ``(a*h + b) % (2**61 - 1)`` (wrapping products) at mean error 0.11: not used here.
+   multipliers, i.e. correlated permutations, fail both).  A naive numpy
+   ``(a*h + b) % (2**61 - 1)`` (wrapping products) measured a mean error of 0.11 here: not used.
 4. ``band_keys``: ``bands`` slices of ``rows`` values, each hashed to a uint64 salted with its
    band index (keys of different bands never meet, so all bands can share one column).
 5. Candidates: in each bucket (equal band key) every document is paired with the bucket's
@@ -841,10 +841,3 @@ def url_key(url: str | None) -> int:
     except ValueError:
         pass  # malformed (e.g. bad IPv6 literal): hash as given
     return xxh3_64_intdigest(url.encode("utf-8", "surrogatepass")) or 1
-
-
-def s_curve_table(
-    bands: int, rows: int, points: tuple[float, ...] = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
-) -> dict[float, float]:
-    """``{J: candidate_probability(J)}`` at the usual points, for reports and docs."""
-    return {j: round(float(candidate_probability(j, bands, rows)), 4) for j in points}

@@ -4,7 +4,7 @@
 Each is its own stage with FineWeb's thresholds as defaults (datatrove's ``GopherQualityFilter``,
 ``GopherRepetitionFilter``, ``C4QualityFilter(filter_no_terminal_punct=False)`` and
 ``FineWebQualityFilter``) and the same rules in the same order, so the first failing rule names
-the drop reason as datatrove would.  ``bench/quality_parity.py`` checks the decisions against
+the drop reason as datatrove would.  ``bench/quality_filters.py`` checks the decisions against
 datatrove on the dev pages; the README lists every class of disagreement.
 
 What differs from datatrove, on purpose:

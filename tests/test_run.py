@@ -92,9 +92,29 @@ def test_stats_cli_table_and_json(demo_run):
     assert "docs/s" in res.stdout and "url_filter" in res.stdout
     res = winnow("stats", str(out), "--json")
     assert json.loads(res.stdout) == json.loads((out / "stats.json").read_text())
-    res = winnow("report", str(out), "-o", str(out / "r.html"))
-    assert res.returncode == 0 and "extract" in (out / "r.html").read_text()
     assert winnow("stats", str(out / "nope")).returncode == 2
+
+
+def test_report_shows_every_stage_count_reason_and_sampled_drop(demo_run):
+    """The interim report (issue 15 replaces it): each stage's row with its integer counts, each
+    drop reason, and dropped documents from removed/ by id, escaped."""
+    import html
+
+    _, out, _ = demo_run
+    res = winnow("report", str(out), "-o", str(out / "r.html"))
+    assert res.returncode == 0
+    page = (out / "r.html").read_text()
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats and any(s["dropped"] for s in stats)
+    for s in stats:
+        assert f"<td>{s['name']}</td><td>{s['docs_in']:,}</td><td>{s['docs_out']:,}</td>" in page
+        for reason in s["dropped"]:
+            assert html.escape(reason) in page
+        removed = sorted((out / "removed" / s["name"]).glob("part-*.parquet"))
+        if removed:
+            ids = pq.read_table(removed[0], columns=["id"]).column("id").to_pylist()
+            assert any(html.escape(i) in page for i in ids)
+    assert "<script" not in page.lower()
 
 
 def test_rerun_resumes_without_work_and_fresh_reruns(demo_run):

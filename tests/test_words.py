@@ -258,5 +258,14 @@ def test_cache_bound_keeps_results_right(monkeypatch, spacy_tokenizers):
         assert len(splitter._cache) <= 5
 
 
-def test_splitter_for_chinese_does_not_raise():
-    splitter_for("zh")
+def test_splitter_for_chinese_uses_the_language_neutral_rules():
+    """spaCy's zh tokenizer is a character segmenter, not rules: the splitter falls back to the
+    language-neutral ``xx`` rules, so Chinese text splits at spaces and punctuation only (the
+    quality filters do not judge such text by word rules; see stages/quality.py)."""
+    import spacy
+
+    zh = splitter_for("zh")
+    text = "我们的 模型 很好, 你们 觉得 呢?"
+    expected = [t.text for t in spacy.blank("xx").tokenizer(text) if not t.is_space]
+    assert zh.words(text) == expected == ["我们的", "模型", "很好", ",", "你们", "觉得", "呢", "?"]
+    assert splitter_for("zh") is zh  # memoised per process

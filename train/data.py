@@ -634,9 +634,9 @@ class PretrainLoader:
 
     def load_state_dict(self, state: dict) -> None:
         fmt = state.get("format")
-        if fmt not in ("winnow.loader/1", "winnow.loader/2"):
-            raise DataError(f"unknown data-loader state format {fmt!r}")
-        saved_shuffle = state.get("shuffle_tokens", 0)  # format 1 predates the window shuffle
+        if fmt != "winnow.loader/2":
+            raise DataError(f"unknown data-loader state format {fmt!r} (this winnow reads winnow.loader/2)")
+        saved_shuffle = state["shuffle_tokens"]
         if (state["block_size"], state["seed"], saved_shuffle) != (
             self.block_size,
             self.seed,
@@ -652,9 +652,7 @@ class PretrainLoader:
             raise DataError(
                 f"data state is for sources {paths}, this run reads {[str(s.path) for s in self.sources]}"
             )
-        for i, (cursor, st) in enumerate(zip(self.cursors, state["sources"])):
-            if fmt == "winnow.loader/1":  # a stream position: chunks of one window, one per window taken
-                st = {"chunk": state["windows_by_source"][i], "index": 0, "start": st}
+        for cursor, st in zip(self.cursors, state["sources"]):
             cursor.load_state_dict(st)
         self.rng.bit_generator.state = state["rng"]
         self.windows = int(state["windows"])
