@@ -1,4 +1,5 @@
-"""Shared by the engine tests: paths, a pipelines.yaml writer, reading a run's output back."""
+"""Shared by the engine tests: paths, a pipelines.yaml writer, reading a run's output back, busy
+processes to load the machine with."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -98,3 +99,24 @@ def kill_run_when(args: list[str], ready: Callable[[], bool], poll: float = 0.02
         kill_tree(proc.pid)  # the driver, its raylet/GCS and every worker: all started by this test
         proc.wait(timeout=30)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+# Ray starts its workers at nice 15 (``RAY_worker_niceness``).  Busy processes at nice 0 would leave
+# a worker ~2% of a core (CFS weights 36 vs 1024) and make a test minutes long; at the workers'
+# own niceness they compete with them as equals, like the workers of another Ray job would.
+HOG_NICENESS = 15
+
+
+@contextlib.contextmanager
+def cpu_hogs(n: int, niceness: int = HOG_NICENESS) -> Iterator[list[psutil.Process]]:
+    """``n`` CPU-bound processes (``while True: pass``) for the duration of the block: a machine
+    as busy as one shared with other work.  Started here and killed here, by their PIDs."""
+    code = f"import os\nos.nice({niceness})\nwhile True: pass"
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
+    try:
+        yield [psutil.Process(p.pid) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait(timeout=30)
