@@ -402,10 +402,11 @@ def evaluate(seed: int, n_phones: int, n_clean: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     built = build(seed, n_phones, n_clean)
     # the no-cue templates must hold no cue word the stage knows (a stage without cue words has none)
-    cue_before = getattr(stages.pii, "_PHONE_CUE_BEFORE", None)
+    cue_before = getattr(stages.pii, "_cue_before", None)
     for template in NO_CUE_TEMPLATES if cue_before else ():
-        head = template.split("{v}")[0].format(name=NAMES[0], city=CITIES[0])
-        assert not cue_before.search(head + "0"), template
+        for name, city in zip(NAMES, CITIES):
+            head = template.split("{v}")[0].format(name=name, city=city)
+            assert not cue_before(head + "0", len(head)), template
     parts = {k: built[k] for k in ("planted", "clean", "cue_negatives")}
     print(
         f"seed {seed}: {len(parts['planted'])} planted documents, {len(parts['clean'])} clean, "
