@@ -268,6 +268,19 @@ def test_one_atomic_writer_module():
 # --- winnow stages ---------------------------------------------------------------------------------
 
 
+def test_every_builtin_parameter_is_documented():
+    from pipeline.catalog import catalog
+
+    missing = [
+        f"{e['name']}.{p['name']}"
+        for e in catalog()
+        if e["registered_by"].startswith("entry point builtin") or e["class"].startswith("stages.")
+        for p in e["params"]
+        if not p["description"]
+    ]
+    assert missing == []
+
+
 def test_stages_cli_lists_every_stage_with_its_file_and_parameters():
     res = winnow("stages")
     assert res.returncode == 0, res.stderr
