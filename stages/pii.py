@@ -24,7 +24,12 @@ pattern-matching"), so version strings, years, ISBNs and order numbers stay:
   page ranges and national numbers of fewer than 8 digits never reach the parser; a number never
   starts right after a letter, ``-``, ``/``, ``<digit>.`` (a fraction), ``N x `` (a dimension) or
   a string prefix (``CVE-2018-7536``, UUIDs, ``b'0123456789'``), nor ends before ``-<letter>``
-  (``03798958-b27f-...``, a UUID's first group).
+  (``03798958-b27f-...``, a UUID's first group).  An extension is part of its number
+  (``555-201-4477x318``, ``+1 212 555 0142 ext. 7``); ``011`` and ``001`` are exit codes too.  Right
+  after a cue word (``Call us at``, ``Tel.:``, ``Fax``, ``Telefon``, ``Tél.``, ``Llámenos al``,
+  ``電話`` ... in about a dozen languages, as Presidio's context words), a bare digit run
+  (``Phone: 6175550199``) and a number libphonenumber calls possible but not valid (an unallocated
+  range, laid out as its country writes such numbers) are phone numbers too.
 * ``credit_card``: 12-19 digits, compact or in groups of 4 (Amex 4-6-5, Diners 4-6-4, 19 digits
   4-4-4-4-3) with one kind of separator, a known card prefix (IIN range) and length, and a valid
   Luhn checksum (``python-stdnum``); not inside a longer token or a URL path, nor the fraction
