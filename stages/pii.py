@@ -216,6 +216,7 @@ _NOT_PHONE = re.compile(
 # parser, whose grouping check rejects it where that is not a phone layout
 _QUANTITY = re.compile(r"\d{1,3}(?:([ .,])\d{3})(?:\1\d{3})*")
 _MOBILE_3_3_3 = re.compile(r"\d{3} \d{3} \d{3}")
+_MOBILE_3_2_3 = re.compile(r"\d{3}[ \u00a0]\d{2}[ \u00a0]\d{3}")  # Norway, with spaces only
 # '110 x 88 1905-06 21' (a picture's size, then its years): a number right after 'N x ' is a dimension
 _DIMENSION_BEFORE = re.compile(r"\d[ \u00a0]?[x×][ \u00a0]?$")
 # '210-212 233': pages 210-212, then 233; not the first two groups of '552-554-7513'
@@ -466,9 +467,25 @@ def _valid_phone(candidate: str, regions: tuple[str, ...], possible: bool = Fals
             for match in phonenumbers.PhoneNumberMatcher(candidate, region, leniency=leniency):
                 if match.start == 0 and match.end == len(candidate):
                     return True
+            if _local_layout(candidate, number, region):
+                return True
         elif possible and _accepts(number, True) and _laid_out_as(candidate, number, trunk, with_trunk):
             return True
     return False
+
+
+# Layouts people use that libphonenumber's formats do not know: Norwegians write mobiles 3-2-3
+# ('901 43 003'; libphonenumber groups them 2-2-2-2, so EXACT_GROUPING rejected every one).
+_LOCAL_LAYOUTS = {"NO": (_MOBILE_3_2_3, 1)}  # region: (layout, libphonenumber's type: 1 = MOBILE)
+
+
+def _local_layout(candidate: str, number, region: str) -> bool:
+    layout = _LOCAL_LAYOUTS.get(region)
+    if layout is None or not layout[0].fullmatch(candidate):
+        return False
+    import phonenumbers
+
+    return phonenumbers.number_type(number) == layout[1]
 
 
 def _laid_out_as(candidate: str, number, trunk: str, with_trunk: bool) -> bool:

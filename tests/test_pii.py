@@ -430,6 +430,14 @@ def test_without_a_cue_word_a_number_must_be_valid_and_not_bare(text):
     assert replaced(text) == text
 
 
+def test_norwegian_mobiles_written_3_2_3():
+    # libphonenumber groups them 2-2-2-2; Norwegians write '901 43 003'
+    assert replaced("Ask Sven (947 22 577) now") == "Ask Sven (<PHONE>) now"
+    assert replaced("Mobil 901 43 003") == "Mobil <PHONE>"
+    assert replaced("We sold 120 34 567 units") == "We sold 120 34 567 units"
+    assert replaced("Fasttelefon 221 23 456") == "Fasttelefon 221 23 456"  # a landline: 2-2-2-2 only
+
+
 def test_the_first_groups_of_a_us_number_are_not_a_page_range():
     assert replaced("Office 212-215-4477 opens") == "Office <PHONE> opens"
     assert find_pii("Motorsteuerung 206 / 248-253 232 X X FTO") == []
