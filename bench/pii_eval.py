@@ -739,7 +739,7 @@ def winnow_spans(docs: list[dict]) -> tuple[list[list[tuple[int, int, str]]], di
     from pipeline import registry
     from stages.pii import find_pii, scrub
 
-    registry.load_builtin()
+    registry.load_stages()
     stage = registry.STAGES["pii"]()
     stage.setup()
     p = stage.params
@@ -1003,7 +1003,7 @@ def child(system: str, data: Path, result_file: Path) -> None:
         import pipeline.stage  # noqa: F401  (imports outside the timed part, as a worker has them)
         from pipeline import registry
 
-        registry.load_builtin()
+        registry.load_stages()
         batches = table.to_batches(256)
         params = {"mode": "fake"} if system == "winnow-fake" else {}
 

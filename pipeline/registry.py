@@ -99,6 +99,3 @@ def load_stages() -> None:
             _loading = None
     _loaded = True
 
-
-# Kept while bench/ and tests/ files owned by other work in progress still call the old name.
-load_builtin = load_stages

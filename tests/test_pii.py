@@ -26,7 +26,7 @@ from pipeline.config import ConfigError, load_pipelines
 from pipeline.stage import StageRunner
 from stages.pii import PII_TYPES, find_pii, scrub
 
-registry.load_builtin()
+registry.load_stages()
 PII = registry.STAGES["pii"]
 
 PLACEHOLDER = {
