@@ -109,8 +109,9 @@ def test_a_runaway_page_is_interrupted_after_its_cpu_budget():
     stage = _fake(_stage(timeout=0.2), lambda: _burn(30) or "never")
     start = time.perf_counter()
     assert stage.extract_one(ARTICLE, None) == (None, "timeout")
-    assert 0.2 <= stage.last_cpu_seconds < 1.0
-    assert time.perf_counter() - start < 10
+    # the kernel's CPU timer can fire a few tenths of a CPU-second late under load: bounded, not exact
+    assert 0.2 <= stage.last_cpu_seconds < 3.0
+    assert time.perf_counter() - start < 30
     assert _no_timer_left()
 
 
@@ -172,7 +173,7 @@ def test_a_swallowed_interrupt_still_counts_as_timeout():
     stage = _fake(_stage(timeout=0.1), stubborn)
     assert stage.extract_one(ARTICLE, None) == (None, "timeout")
     assert swallowed == ["ExtractTimeout"] * 3  # re-raised every REPEAT_CPU_S of CPU
-    assert stage.last_cpu_seconds < 0.1 + 3 * REPEAT_CPU_S + 0.5
+    assert stage.last_cpu_seconds < 0.1 + 3 * REPEAT_CPU_S + 3.0  # bounded (timer latency: above)
     assert _no_timer_left()
 
 
@@ -210,3 +211,21 @@ def test_a_timed_out_page_leaves_no_trace_in_the_dedup_cache():
     assert [stage.extract_one(ARTICLE, None) for _ in range(3)] == [
         fresh.extract_one(ARTICLE, None) for _ in range(3)
     ]
+
+
+def test_the_interrupt_never_escapes_extract_one():
+    """Budgets right at a page's cost, so that interrupts land anywhere, also as the extractor
+    returns and while a swallowed one is handled: extract_one always answers, never raises."""
+
+    def body():
+        try:
+            _burn(0.002)
+        except BaseException:  # swallows, and returns at once: a re-raise lands on the way out
+            return "swallowed"
+        return "text"
+
+    stage = _fake(_stage(timeout=0.002), body)
+    for i in range(300):
+        stage._budget.seconds = 0.0005 + 0.00001 * i  # 0.5 to 3.5 ms around the 2 ms page
+        assert stage.extract_one(ARTICLE, None) in (("text", None), (None, "timeout"))
+    assert _no_timer_left()
