@@ -45,7 +45,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def no_cache(model: GPT, prompt: torch.Tensor, new_tokens: int) -> list[list[int]]:
     idx = prompt
     for _ in range(new_tokens):
-        logits, _ = model(idx, last_only=True)
+        logits = model(idx, last_only=True)
         idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     return idx[:, prompt.shape[1] :].tolist()
 

@@ -81,6 +81,7 @@ def child(args) -> None:
     import torch
 
     from train.export import hf_state_dict
+    from train.losses import token_cross_entropy
     from train.model import GPT
 
     device = torch.device(
@@ -107,7 +108,8 @@ def child(args) -> None:
     def step() -> float:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             if args.impl == "winnow":
-                _, loss = step_model(x, x)
+                total, n = token_cross_entropy(step_model(x), x)
+                loss = total / n
             else:
                 loss = step_model(input_ids=x, labels=x).loss
         loss.backward()

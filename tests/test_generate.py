@@ -32,7 +32,7 @@ def full_logits(model, prompt: list[int], new: list[int]) -> torch.Tensor:
     """No-cache logits predicting each new token: (len(new), V)."""
     seq = torch.tensor([prompt + new])
     with torch.no_grad():
-        logits, _ = model(seq)
+        logits = model(seq)
     return logits[0, len(prompt) - 1 : len(prompt) - 1 + len(new)]
 
 

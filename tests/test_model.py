@@ -6,6 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from train.losses import token_cross_entropy  # noqa: E402
 from train.model import GPT, GPTConfig, KVCache  # noqa: E402
 from train.pretrain import param_groups  # noqa: E402
 
@@ -26,20 +27,46 @@ def model(seed: int = 0, **overrides) -> GPT:
 def test_shapes_and_loss_ignores_minus_100():
     m = model()
     idx = torch.randint(0, V, (3, 17))
-    logits, loss = m(idx)
-    assert logits.shape == (3, 17, V) and loss is None
+    logits = m(idx)
+    assert logits.shape == (3, 17, V)
     targets = torch.randint(0, V, (3, 17))
-    _, loss = m(idx, targets)
+    total, n = token_cross_entropy(logits, targets)
     expected = torch.nn.functional.cross_entropy(logits.reshape(-1, V), targets.reshape(-1))
-    torch.testing.assert_close(loss, expected)
-    # ignored targets do not count: the loss over the kept half equals the loss of just that half
+    assert n.item() == 3 * 17
+    torch.testing.assert_close(total / n, expected)
+    # ignored targets do not count: the sum over the kept half equals the sum of just that half
     masked = targets.clone()
     masked[:, 8:] = -100
-    _, loss_masked = m(idx, masked)
-    kept = torch.nn.functional.cross_entropy(logits[:, :8].reshape(-1, V), targets[:, :8].reshape(-1))
-    torch.testing.assert_close(loss_masked, kept)
-    last, _ = m(idx, last_only=True)
+    total_masked, n_masked = token_cross_entropy(logits, masked)
+    kept = torch.nn.functional.cross_entropy(
+        logits[:, :8].reshape(-1, V), targets[:, :8].reshape(-1), reduction="sum"
+    )
+    assert n_masked.item() == 3 * 8
+    torch.testing.assert_close(total_masked, kept)
+    last = m(idx, last_only=True)
     torch.testing.assert_close(last[:, 0], logits[:, -1])
+
+
+@pytest.mark.parametrize("n_kv_head", [4, 2])
+def test_packed_documents_compute_what_each_computes_alone(n_kv_head):
+    """doc_ids: attention stays inside each document and positions restart, so the logits of a
+    packed window equal those of every document run alone."""
+    m = model(n_kv_head=n_kv_head)
+    lengths = [[5, 9, 3, 7], [24]]
+    rows = [torch.randint(0, V, (sum(ls),)) for ls in lengths]
+    idx = torch.stack(rows)
+    doc_ids = torch.stack([torch.cat([torch.full((n,), d) for d, n in enumerate(ls)]) for ls in lengths])
+    packed = m(idx, doc_ids=doc_ids)
+    for r, ls in enumerate(lengths):
+        start = 0
+        for n in ls:
+            alone = m(rows[r][start : start + n][None])
+            torch.testing.assert_close(packed[r, start : start + n], alone[0], atol=1e-5, rtol=1e-5)
+            start += n
+    # one document per row is plain causal attention
+    torch.testing.assert_close(m(idx[1:], doc_ids=torch.zeros(1, 24, dtype=torch.long)), m(idx[1:]))
+    with pytest.raises(ValueError, match="KV cache"):
+        m(idx, doc_ids=doc_ids, kv_cache=KVCache(m.config, 2, 30))
 
 
 def test_too_long_sequence_is_refused():
@@ -81,8 +108,8 @@ def test_causality_future_tokens_never_change_past_logits():
     idx = torch.randint(0, V, (2, 24))
     changed = idx.clone()
     changed[:, 15:] = (changed[:, 15:] + 7) % V
-    a, _ = m(idx)
-    b, _ = m(changed)
+    a = m(idx)
+    b = m(changed)
     torch.testing.assert_close(a[:, :15], b[:, :15], rtol=0, atol=1e-6)
     assert (a[:, 15:] - b[:, 15:]).abs().max() > 1e-3  # the changed positions do change
 
@@ -94,7 +121,8 @@ def test_loss_falls_with_adamw_on_a_fixed_batch():
     opt = torch.optim.AdamW(param_groups(m, 0.1), lr=3e-3)
     losses = []
     for _ in range(15):
-        _, loss = m(idx[:, :-1], idx[:, 1:])
+        total, n = token_cross_entropy(m(idx[:, :-1]), idx[:, 1:])
+        loss = total / n
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -137,9 +165,9 @@ def test_param_count_and_flops_formula():
 
 def _decode_with_cache(m: GPT, idx: torch.Tensor, prefill: int, pad: torch.Tensor | None = None):
     cache = KVCache(m.config, idx.shape[0], idx.shape[1], pad=pad)
-    outs = [m(idx[:, :prefill], kv_cache=cache)[0]]
+    outs = [m(idx[:, :prefill], kv_cache=cache)]
     for t in range(prefill, idx.shape[1]):
-        outs.append(m(idx[:, t : t + 1], kv_cache=cache)[0])
+        outs.append(m(idx[:, t : t + 1], kv_cache=cache))
     return torch.cat(outs, dim=1)
 
 
@@ -147,13 +175,13 @@ def _decode_with_cache(m: GPT, idx: torch.Tensor, prefill: int, pad: torch.Tenso
 def test_kv_cache_logits_equal_full_forward(n_kv_head):
     m = model(n_kv_head=n_kv_head)
     idx = torch.randint(0, V, (3, 30))
-    full, _ = m(idx)
+    full = m(idx)
     with torch.no_grad():
         torch.testing.assert_close(_decode_with_cache(m, idx, 11), full, rtol=0, atol=1e-5)
         # a multi-token chunk after the prefill (slot > 0, T > 1) takes the explicit-mask path
         cache = KVCache(m.config, 3, 30)
-        a = m(idx[:, :10], kv_cache=cache)[0]
-        b = m(idx[:, 10:30], kv_cache=cache)[0]
+        a = m(idx[:, :10], kv_cache=cache)
+        b = m(idx[:, 10:30], kv_cache=cache)
     torch.testing.assert_close(torch.cat([a, b], 1), full, rtol=0, atol=1e-5)
 
 
@@ -172,7 +200,7 @@ def test_kv_cache_left_padded_batch_equals_each_prompt_alone(n_kv_head):
     with torch.no_grad():
         got = _decode_with_cache(m, batch, longest, pad=pad)
         for i, p in enumerate(prompts):
-            alone, _ = m(torch.cat([p, continuation[i]])[None])
+            alone = m(torch.cat([p, continuation[i]])[None])
             torch.testing.assert_close(got[i, pad[i] :], alone[0], rtol=0, atol=1e-5)
             assert torch.isfinite(got[i]).all()  # pad rows too: no NaN from fully masked rows
 
@@ -185,8 +213,8 @@ def test_kv_cache_reorder_and_overflow():
         m(idx, kv_cache=cache)
         cache.reorder(torch.tensor([1, 1]))
         nxt = torch.tensor([[5], [5]])
-        a, _ = m(nxt, kv_cache=cache)
-        full, _ = m(torch.cat([idx[1:], nxt[:1]], 1))
+        a = m(nxt, kv_cache=cache)
+        full = m(torch.cat([idx[1:], nxt[:1]], 1))
     torch.testing.assert_close(a[0, -1], full[0, -1], rtol=0, atol=1e-5)
     torch.testing.assert_close(a[1, -1], full[0, -1], rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="KV cache full"):
@@ -199,7 +227,9 @@ def test_bf16_autocast_forward_backward():
     m = model().train()
     idx = torch.randint(0, V, (2, 16))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits, loss = m(idx, idx)
+        logits = m(idx)
+        total, n = token_cross_entropy(logits, idx)
+        loss = total / n
     assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
     loss.backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in m.parameters())

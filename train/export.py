@@ -220,7 +220,7 @@ def verify(checkpoint: str | Path, out: str | Path, *, seq_len: int = 64, seed: 
     hf = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, model.config.vocab_size, (2, min(seq_len, model.config.block_size)), generator=gen)
-    return (hf(idx).logits - model(idx)[0]).abs().max().item()
+    return (hf(idx).logits - model(idx)).abs().max().item()
 
 
 def main(args: argparse.Namespace) -> int:

@@ -232,14 +232,14 @@ def sample_steps(
     cache_len = _cache_len(model, idx.shape[1], cfg.max_new_tokens)
     cache = KVCache(model.config, len(prompts), cache_len, device=device, dtype=_model_dtype(model), pad=pad)
     seen = _seen_mask(prompts, model.config.vocab_size, device) if cfg.repetition_penalty != 1.0 else None
-    logits, _ = model(idx, kv_cache=cache, last_only=True)
+    logits = model(idx, kv_cache=cache, last_only=True)
     for step in range(cache_len - idx.shape[1]):
         nxt = choose_next(process_logits(logits[:, -1], cfg, seen), cfg, generator)
         yield nxt
         if seen is not None:
             seen[torch.arange(len(prompts), device=device), nxt] = True
         if step + 1 < cache_len - idx.shape[1]:
-            logits, _ = model(nxt[:, None], kv_cache=cache)
+            logits = model(nxt[:, None], kv_cache=cache)
 
 
 @torch.no_grad()
@@ -268,7 +268,7 @@ def beam_search(
     cache_len = _cache_len(model, idx.shape[1], cfg.max_new_tokens)
     steps = cache_len - idx.shape[1]
     cache = KVCache(model.config, B, cache_len, device=device, dtype=_model_dtype(model), pad=pad)
-    logits, _ = model(idx, kv_cache=cache, last_only=True)
+    logits = model(idx, kv_cache=cache, last_only=True)
     cache.reorder(torch.arange(B, device=device).repeat_interleave(nb))  # row b*nb + j: beam j of prompt b
     logits = logits.repeat_interleave(nb, dim=0)
     seen = None
@@ -334,7 +334,7 @@ def beam_search(
             seen = seen.index_select(0, row_index)
             seen[torch.arange(B * nb, device=device), torch.tensor(tokens, device=device)] = True
         if step + 1 < steps:
-            logits, _ = model(torch.tensor(tokens, device=device)[:, None], kv_cache=cache)
+            logits = model(torch.tensor(tokens, device=device)[:, None], kv_cache=cache)
     results = []
     for b in range(B):
         hyps = list(finished[b])

@@ -331,23 +331,49 @@ class GPT(nn.Module):
         mask = causal & (not_pad | itself)  # (B, T, S)
         return cos, sin, mask[:, None]
 
+    def _packed_positions(self, doc_ids: torch.Tensor):
+        """(cos, sin, mask) for windows that pack several documents: ``doc_ids`` (B, T) numbers each
+        token's document (equal ids are contiguous).  Positions restart at 0 at every document and a
+        token attends only to earlier tokens of its own document (block-diagonal causal mask), so a
+        packed window computes exactly what each document computes alone."""
+        B, T = doc_ids.shape
+        if self.config.block_size < T:
+            raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
+        t = torch.arange(T, device=doc_ids.device).expand(B, T)
+        starts = torch.ones_like(doc_ids, dtype=torch.bool)
+        starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+        # index of the latest document start at or before each position (cummax of start indices)
+        first = torch.where(starts, t, torch.zeros_like(t)).cummax(dim=1).values
+        positions = t - first
+        cos, sin = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]  # (B, 1, T, D)
+        same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]  # (B, T, T)
+        causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
+        return cos, sin, (same_doc & causal)[:, None]
+
     def forward(
         self,
         idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
         *,
         kv_cache: KVCache | None = None,
         last_only: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx (B, T) token ids → (logits (B, T, V), loss or None).
+        doc_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """idx (B, T) token ids → logits (B, T, V).  Losses live in ``train/losses.py``.
 
-        ``targets`` (B, T), -100 ignored: loss is the mean cross-entropy, computed in fp32.
         ``kv_cache``: append these T tokens after the cached ones (generation).
         ``last_only``: logits of the last position only (B, 1, V), skipping the head's work on the
         rest of a prompt (at vocab 32k the head is the largest matmul of a small model).
+        ``doc_ids`` (B, T): several documents packed in one window (SFT): attention stays inside each
+        document and positions restart per document (see ``_packed_positions``).  The explicit mask
+        costs SDPA's fused causal path: measured in bench/README.md (SFT packing vs padding).
         """
         T = idx.shape[1]
-        cos, sin, mask = self._positions(T, kv_cache)
+        if doc_ids is not None:
+            if kv_cache is not None:
+                raise ValueError("doc_ids (packed training windows) cannot be used with a KV cache")
+            cos, sin, mask = self._packed_positions(doc_ids)
+        else:
+            cos, sin, mask = self._positions(T, kv_cache)
         x = self.embed_tokens(idx)
         for block in self.layers:
             x = block(x, cos, sin, mask, kv_cache)
@@ -356,15 +382,7 @@ class GPT(nn.Module):
         x = self.norm(x)
         if last_only:
             x = x[:, -1:]
-        logits = self.lm_head(x)
-        loss = None
-        if targets is not None:
-            if last_only:
-                raise ValueError("targets need logits for every position (last_only=False)")
-            loss = F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100
-            )
-        return logits, loss
+        return self.lm_head(x)
 
     # ----------------------------------------------------------------------------------------------
     # accounting

@@ -63,6 +63,7 @@ from train.data import (
     token_byte_lengths,
     val_windows,
 )
+from train.losses import token_cross_entropy
 from train.model import GPT, GPTConfig
 from train.parallel import (
     DistInfo,
@@ -398,7 +399,7 @@ def evaluate(
             w = torch.from_numpy(windows[j : j + micro_batch].astype(np.int64)).to(device)
             x, y = w[:, :-1], w[:, 1:]
             with autocast:
-                logits, _ = model(x)
+                logits = model(x)
             ce = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
             sums[i, 0] += ce.sum()
             sums[i, 1] += ce.numel()
@@ -656,7 +657,8 @@ def pretrain(args: argparse.Namespace) -> int:
                     sync = train_model.no_sync() if info.distributed and not last else nullcontext()
                     with sync:
                         with autocast:
-                            _, loss = train_model(x, y)
+                            total, n = token_cross_entropy(train_model(x), y)
+                            loss = total / n  # every window has the same number of targets
                         (loss / accum).backward()
                     loss_sum += loss.detach()
                 max_norm = run["grad_clip"] if run["grad_clip"] > 0 else float("inf")
