@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -14,6 +18,8 @@ from tokenizer.chat import (
     require_chat_tokens,
     stop_ids,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 CONVERSATIONS = {
     "system-user-assistant": [
@@ -158,3 +164,71 @@ def test_stop_ids_and_missing_chat_tokens(tok):
         require_chat_tokens(pretrain_only)
     with pytest.raises(ChatFormatError, match=r"<\|assistant\|>, <\|end\|>"):
         render_conversation(pretrain_only, [{"role": "user", "content": "x"}])
+
+
+# ---------------------------------------------------------------------------------------------------
+# winnow chat: the real CLI in a subprocess, stdin from a pipe
+
+REPLY = "Sure!"
+
+
+@pytest.fixture(scope="module")
+def chat_checkpoint(tmp_path_factory, tok):
+    """A bigram model that answers REPLY then <|end|> after <|assistant|>; context 64 tokens."""
+    pytest.importorskip("torch")
+    from tinygpt import bigram_gpt, chain_table, save_gpt_checkpoint
+
+    chain = [sp(tok, "<|assistant|>"), *REPLY.encode(), sp(tok, "<|end|>")]
+    model = bigram_gpt(chain_table(tok.vocab_size, chain), block_size=64)
+    return save_gpt_checkpoint(model, tmp_path_factory.mktemp("chat") / "run", tok.path)
+
+
+def winnow_chat(checkpoint, stdin: str, *args: str) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "pipeline.cli", "chat", "--checkpoint", str(checkpoint), "--device", "cpu"]
+    return subprocess.run([*argv, *args], input=stdin, capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+def test_cli_chat_keeps_and_truncates_history(tok, chat_checkpoint, tmp_path):
+    log = tmp_path / "t.jsonl"
+    user = "hello there"
+    stdin = f"{user}\n{user}\n{user}\n{user}\n/reset\nhi\n/bogus\n\n/quit\nnever read\n"
+    # context 64 - 8 new tokens = 56 for the prompt; system = 10 tokens with the BOS, a user turn 13,
+    # a reply 7, the assistant opener 1: turns 1-2 fit (24, 44), turn 3 would need 64 -> turn 1 dropped
+    args = ("--system", "be nice", "--max-new-tokens", "8", "--transcript", str(log))
+    proc = winnow_chat(chat_checkpoint, stdin, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "> Sure!\n" * 4 + "> " + "> Sure!\n" + "> " * 3
+    assert proc.stderr.count("the oldest turns are dropped") == 1  # said once
+    assert "(conversation reset)" in proc.stderr and "unknown command /bogus" in proc.stderr
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    assert len(rows) == 5  # "never read" after /quit was not sent
+    system = {"role": "system", "content": "be nice"}
+    u, a = {"role": "user", "content": user}, {"role": "assistant", "content": REPLY}
+    assert [r["messages"] for r in rows] == [
+        [system, u],
+        [system, u, a, u],
+        [system, u, a, u],  # turn 1 dropped, the system message kept
+        [system, u, a, u],
+        [system, {"role": "user", "content": "hi"}],  # after /reset
+    ]
+    assert [r["dropped"] for r in rows] == [0, 0, 2, 2, 0]
+    for r in rows:
+        assert r["prompt_ids"] == render_for_completion(tok, r["messages"])
+        assert r["reply"] == {"text": REPLY, "token_ids": list(REPLY.encode()), "finish_reason": "eot"}
+        assert len(r["prompt_ids"]) + 8 <= 64
+    # the second turn's prompt is the first turn's prompt, the reply and its <|end|>, then the new turn
+    first, second = rows[0]["prompt_ids"], rows[1]["prompt_ids"]
+    assert second[: len(first)] == first
+    assert second[len(first) : len(first) + len(REPLY) + 1] == [*REPLY.encode(), sp(tok, "<|end|>")]
+    assert rows[2]["prompt_ids"][:10] == render_conversation(tok, [system])[0]
+
+
+def test_cli_chat_eof_long_message_and_bad_settings(chat_checkpoint):
+    proc = winnow_chat(chat_checkpoint, "x" * 70 + "\nhi", "--max-new-tokens", "8")
+    assert proc.returncode == 0, proc.stderr
+    assert "send a shorter one" in proc.stderr
+    assert proc.stdout == "> > Sure!\n> \n"  # the last line without a newline is still sent; EOF leaves
+    proc = winnow_chat(chat_checkpoint, "hi\n")  # default --max-new-tokens 128 > the context of 64
+    assert proc.returncode == 2 and "leaves no room" in proc.stderr
+    proc = winnow_chat(chat_checkpoint, "hi\n", "--strategy", "top_p", "--top-p", "2")
+    assert proc.returncode == 2 and "top_p must be in (0, 1]" in proc.stderr

@@ -324,3 +324,70 @@ def test_cli_bad_combination_is_a_clear_error(speller, tmp_path, capsys):
     assert "top_p must be in (0, 1]" in capsys.readouterr().err
     assert main(["generate", "--checkpoint", str(tmp_path / "out")]) == 2
     assert "no prompt" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------
+# --chat: the prompt is a user turn, the assistant turn is opened, <|end|> ends the reply
+
+REPLY = "Sure!"  # distinct bytes
+
+
+def chat_speller(tok, end: str = "<|end|>"):
+    """A bigram model that answers REPLY after <|assistant|>, then ``end``."""
+    chain = [tok.special_tokens["<|assistant|>"], *REPLY.encode(), tok.special_tokens[end]]
+    return bigram_gpt(chain_table(tok.vocab_size, chain))
+
+
+@pytest.mark.parametrize("end", ["<|end|>", "<|endoftext|>"])
+def test_cli_generate_chat_json(speller, tmp_path, capsys, end):
+    from pipeline.cli import main
+    from tokenizer.chat import render_for_completion
+
+    _, tok = speller
+    save_gpt_checkpoint(chat_speller(tok, end), tmp_path / "out", tok.path)
+    argv = ["generate", "--checkpoint", str(tmp_path / "out"), "--chat", "--json", "--device", "cpu"]
+    prompts = ["hi", "a <|end|> b"]
+    assert main([*argv, "--prompt", prompts[0], "--prompt", prompts[1]]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    for line, prompt in zip(lines, prompts, strict=True):
+        assert (line["text"], line["finish_reason"]) == (REPLY, "eot")
+        assert line["token_ids"] == list(REPLY.encode())  # the end token is not part of the reply
+        # the prompt's "<|end|>" is text (7 byte tokens), not a control token
+        want = render_for_completion(tok, [{"role": "user", "content": prompt}])
+        assert line["prompt_tokens"] == len(want) == len(prompt.encode()) + 4
+    assert main([*argv, "--prompt", "hi", "--stop", "r"]) == 0
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert (line["text"], line["finish_reason"], line["token_ids"]) == ("Su", "stop", list(b"Sur"))
+    assert main([*argv, "--prompt", "hi", "--max-new-tokens", "3"]) == 0
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert (line["text"], line["finish_reason"]) == ("Sur", "length")
+
+
+def test_cli_generate_chat_text_and_errors(speller, tmp_path, capsys):
+    from pipeline.cli import main
+
+    _, tok = speller
+    save_gpt_checkpoint(chat_speller(tok), tmp_path / "out", tok.path)
+    argv = ["generate", "--checkpoint", str(tmp_path / "out"), "--chat", "--device", "cpu"]
+    assert main([*argv, "--prompt", "hi"]) == 0
+    assert capsys.readouterr().out == REPLY + "\n"  # a reply, not a continuation of the prompt
+    assert main([*argv, "--prompt", "hi", "--prompt", "yo", "--strategy", "beam"]) == 0
+    out = capsys.readouterr().out
+    block = "=== [{}] (eot, 5 tokens)\nuser: {}\nassistant: " + REPLY + "\n"
+    assert out == block.format(0, "hi") + block.format(1, "yo")
+    assert main([*argv, "--prompt", "hi", "--no-bos"]) == 2
+    assert "--no-bos does not apply with --chat" in capsys.readouterr().err
+    # without --chat the same model continues the raw prompt text: behaviour unchanged
+    assert (
+        main(["generate", "--checkpoint", str(tmp_path / "out"), "--prompt", "<|assistant|>", "--json"]) == 0
+    )
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert (line["text"], line["finish_reason"], line["prompt_tokens"]) == (REPLY, "eot", 2)
+
+
+def test_end_ids_are_the_chat_stop_ids(speller):
+    from tokenizer.chat import stop_ids
+    from train.generate import end_ids
+
+    _, tok = speller
+    assert end_ids(tok) == stop_ids(tok) == [tok.eot_id, tok.special_tokens["<|end|>"]]

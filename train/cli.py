@@ -1,4 +1,4 @@
-"""``winnow train ...``, ``winnow generate`` and ``winnow export``.
+"""``winnow train ...``, ``winnow generate``, ``winnow chat`` and ``winnow export``.
 
 ``register`` only builds parsers: torch is imported by the handlers, so ``winnow validate`` and
 ``winnow --help`` never pay torch's import time.  Each command's flags live in its own function
@@ -102,15 +102,10 @@ def _pretrain_parser(train_sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_lazy("train.pretrain"))
 
 
-def _generate_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "generate",
-        help="generate text from a checkpoint",
-        description="Generate text from a checkpoint (KV cache; batched prompts; one prompt streams).",
-    )
+def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
+    """The checkpoint and decoding options shared by ``winnow generate`` and ``winnow chat``
+    (``train.generate.config_from_args`` and ``load_for_generation`` read them)."""
     p.add_argument("--checkpoint", required=True, help="training output dir, its checkpoints/, or a step")
-    p.add_argument("--prompt", action="append", help="prompt text (repeatable: a batch)")
-    p.add_argument("--prompt-file", help="a prompt per line, or .jsonl of strings / {'prompt': ...}")
     p.add_argument("--strategy", default="greedy", choices=["greedy", "beam", "sample", "top_k", "top_p"])
     p.add_argument("--temperature", type=float, help="sampling temperature (default 1; 0 = greedy)")
     p.add_argument("--top-k", type=int, help="top_k: keep the k most likely tokens (default 50)")
@@ -123,9 +118,41 @@ def _generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="seed for sampling (reproducible output)")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+
+
+def _generate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="generate text from a checkpoint",
+        description="Generate text from a checkpoint (KV cache; batched prompts; one prompt streams).",
+    )
+    p.add_argument("--prompt", action="append", help="prompt text (repeatable: a batch)")
+    p.add_argument("--prompt-file", help="a prompt per line, or .jsonl of strings / {'prompt': ...}")
+    add_decoding_arguments(p)
+    p.add_argument(
+        "--chat",
+        action="store_true",
+        help="render each prompt as a user turn of the chat format and open the assistant turn",
+    )
     p.add_argument("--no-bos", action="store_true", help="do not prepend <|endoftext|> to prompts")
     p.add_argument("--json", action="store_true", help="one JSON line per prompt instead of text")
     p.set_defaults(handler=_lazy("train.generate"))
+
+
+def _chat_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "chat",
+        help="an interactive conversation with a checkpoint in the terminal",
+        description="Chat with a checkpoint: type a message, the reply streams; /reset starts over, "
+        "/quit (or end of input) leaves. The oldest turns are dropped when the conversation outgrows "
+        "the model's context.",
+    )
+    add_decoding_arguments(p)
+    p.add_argument("--system", metavar="TEXT", help="a system message at the start of the conversation")
+    p.add_argument(
+        "--transcript", metavar="FILE", help="append each turn as a JSON line (messages, ids, reply)"
+    )
+    p.set_defaults(handler=_lazy("train.chat"))
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:
@@ -140,9 +167,10 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``train``, ``generate`` and ``export`` to winnow's parser."""
+    """Add ``train``, ``generate``, ``chat`` and ``export`` to winnow's parser."""
     train = sub.add_parser("train", help="train a GPT on a run's token shards")
     train_sub = train.add_subparsers(dest="train_command", required=True)
     _pretrain_parser(train_sub)
     _generate_parser(sub)
+    _chat_parser(sub)
     _export_parser(sub)

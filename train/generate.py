@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from tokenizer.chat import render_for_completion, stop_ids
 from train.model import GPT, KVCache
 
 STRATEGIES = ("greedy", "beam", "sample", "top_k", "top_p")
@@ -198,12 +199,9 @@ def _id_set(ids: int | Collection[int] | None) -> frozenset[int]:
 
 
 def end_ids(tokenizer) -> list[int]:
-    """Ids that end a completion: ``<|endoftext|>`` (end of document) and ``<|end|>`` (end of a chat
-    turn, when the tokenizer has it; a pretrained-only model never emits it)."""
-    ids = [tokenizer.eot_id]
-    if "<|end|>" in tokenizer.special_tokens:
-        ids.append(tokenizer.special_tokens["<|end|>"])
-    return ids
+    """Ids that end a completion: ``tokenizer.chat.stop_ids`` (``<|endoftext|>``, and ``<|end|>`` when
+    the tokenizer has it), so generation, chat and the exported generation_config agree."""
+    return stop_ids(tokenizer)
 
 
 def _model_dtype(model: GPT) -> torch.dtype:
@@ -468,10 +466,23 @@ def encode_prompts(tokenizer, prompts: Sequence[str], add_bos: bool = True) -> l
     return [bos + tokenizer.encode(p, allowed_special="all") for p in prompts]
 
 
-def _events(model, tokenizer, prompts, cfg, add_bos) -> Iterator[tuple[int, str] | list[Completion]]:
+def chat_prompt_ids(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    """Each prompt as the user turn of a one-turn conversation, with the assistant turn opened
+    (``tokenizer.chat.render_for_completion``; the prompt's special-token text stays text)."""
+    return [render_for_completion(tokenizer, [{"role": "user", "content": p}]) for p in prompts]
+
+
+def _events(
+    model, tokenizer, prompts, cfg, add_bos, prompt_ids=None
+) -> Iterator[tuple[int, str] | list[Completion]]:
     """Yield (row, text delta) as text becomes safe to show, then the list of Completions."""
     cfg = cfg.resolved()
-    ids = encode_prompts(tokenizer, prompts, add_bos)
+    if prompt_ids is None:
+        ids = encode_prompts(tokenizer, prompts, add_bos)
+    else:
+        ids = [list(p) for p in prompt_ids]
+        if len(ids) != len(prompts):
+            raise ValueError(f"{len(prompt_ids)} prompt_ids for {len(prompts)} prompts")
     states = [_TextState(tokenizer, cfg.stop) for _ in prompts]
     eos = end_ids(tokenizer)
     if cfg.strategy == "beam":
@@ -527,10 +538,14 @@ def generate(
     *,
     add_bos: bool = True,
     on_text: Callable[[int, str], None] | None = None,
+    prompt_ids: Sequence[Sequence[int]] | None = None,
 ) -> list[Completion]:
-    """Generate for one or more prompts; ``on_text(row, delta)`` is called as text streams in."""
+    """Generate for one or more prompts; ``on_text(row, delta)`` is called as text streams in.
+
+    ``prompt_ids`` (one list per prompt) are used as given instead of encoding the prompts (e.g. a
+    rendered chat, ``chat_prompt_ids``); the prompts then only label the Completions."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    for event in _events(model, tokenizer, prompts, cfg or GenerationConfig(), add_bos):
+    for event in _events(model, tokenizer, prompts, cfg or GenerationConfig(), add_bos, prompt_ids):
         if isinstance(event, list):
             return event
         if on_text is not None:
@@ -539,10 +554,17 @@ def generate(
 
 
 def stream(
-    model: GPT, tokenizer, prompt: str, cfg: GenerationConfig | None = None, *, add_bos: bool = True
+    model: GPT,
+    tokenizer,
+    prompt: str,
+    cfg: GenerationConfig | None = None,
+    *,
+    add_bos: bool = True,
+    prompt_ids: Sequence[int] | None = None,
 ) -> Iterator[str]:
     """Text deltas of one prompt's completion, token by token; ``"".join`` of them is its text."""
-    for event in _events(model, tokenizer, [prompt], cfg or GenerationConfig(), add_bos):
+    ids = None if prompt_ids is None else [prompt_ids]
+    for event in _events(model, tokenizer, [prompt], cfg or GenerationConfig(), add_bos, ids):
         if isinstance(event, tuple):
             yield event[1]
 
@@ -602,19 +624,30 @@ def config_from_args(args: argparse.Namespace) -> GenerationConfig:
     ).resolved()
 
 
-def main(args: argparse.Namespace) -> int:
+def load_for_generation(args: argparse.Namespace, device: torch.device):
+    """(model, tokenizer) of ``--checkpoint`` on ``device`` in ``--dtype`` (shared with ``winnow chat``)."""
     from train.checkpoint import load_model
 
+    model, tokenizer = load_model(args.checkpoint, device=device)
+    if args.dtype != "float32":
+        model.to(getattr(torch, args.dtype))
+    return model, tokenizer
+
+
+def main(args: argparse.Namespace) -> int:
+    chat = getattr(args, "chat", False)
     try:
+        if chat and args.no_bos:
+            raise ValueError(
+                "--no-bos does not apply with --chat (the chat format starts with <|endoftext|>)"
+            )
         cfg = config_from_args(args)
         prompts = read_prompts(args)
         device = resolve_device(args.device)
     except (ValueError, OSError) as e:
         print(f"winnow generate: {e}", file=sys.stderr)
         return 2
-    model, tokenizer = load_model(args.checkpoint, device=device)
-    if args.dtype != "float32":
-        model.to(getattr(torch, args.dtype))
+    model, tokenizer = load_for_generation(args, device)
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
     out = sys.stdout
@@ -624,14 +657,21 @@ def main(args: argparse.Namespace) -> int:
         out.write(delta)
         out.flush()
 
-    if streaming:
-        out.write(prompts[0])
-        out.flush()
     try:
+        prompt_ids = chat_prompt_ids(tokenizer, prompts) if chat else None
+        if streaming and not chat:  # a completion continues its prompt; a chat reply does not
+            out.write(prompts[0])
+            out.flush()
         completions = generate(
-            model, tokenizer, prompts, cfg, add_bos=not args.no_bos, on_text=on_text if streaming else None
+            model,
+            tokenizer,
+            prompts,
+            cfg,
+            add_bos=not args.no_bos,
+            on_text=on_text if streaming else None,
+            prompt_ids=prompt_ids,
         )
-    except ValueError as e:
+    except ValueError as e:  # ChatFormatError included (a tokenizer without the chat tokens)
         print(f"\nwinnow generate: {e}", file=sys.stderr)
         return 2
     if streaming:
@@ -641,5 +681,7 @@ def main(args: argparse.Namespace) -> int:
             out.write(json.dumps(c.__dict__, ensure_ascii=False) + "\n")
     else:
         for i, c in enumerate(completions):
-            out.write(f"=== [{i}] ({c.finish_reason}, {len(c.token_ids)} tokens)\n{c.prompt}{c.text}\n")
+            head = f"=== [{i}] ({c.finish_reason}, {len(c.token_ids)} tokens)"
+            body = f"user: {c.prompt}\nassistant: {c.text}" if chat else f"{c.prompt}{c.text}"
+            out.write(f"{head}\n{body}\n")
     return 0
