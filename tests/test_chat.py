@@ -158,7 +158,9 @@ def test_stop_ids_and_missing_chat_tokens(tok):
     assert require_chat_tokens(tok) == {t: sp(tok, t) for t in CHAT_TOKENS}
 
     # e.g. an imported tokenizer with no chat tokens
-    pretrain_only = SimpleNamespace(path="imported", special_tokens={"<|endoftext|>": 256, "<|pad|>": 257})
+    pretrain_only = SimpleNamespace(
+        path="imported", eot_id=256, special_tokens={"<|endoftext|>": 256, "<|pad|>": 257}
+    )
     assert stop_ids(pretrain_only) == [256]
     with pytest.raises(ChatFormatError, match=r"lacks the chat special tokens <\|system\|>, <\|user\|>"):
         require_chat_tokens(pretrain_only)

@@ -11,10 +11,36 @@ transformers = pytest.importorskip("transformers")
 
 from tinygpt import save_gpt_checkpoint, tiny_gpt, trained_tokenizer_dir  # noqa: E402
 
-from train.export import export_hf  # noqa: E402
+from tokenizer.chat import render_conversation, render_for_completion, stop_ids  # noqa: E402
+from train.export import ESCAPED, export_hf  # noqa: E402
 from train.generate import GenerationConfig, end_ids, generate, generate_ids  # noqa: E402
 
 TEXTS = ["the quick brown fox", "data curation keeps good text and drops spam", "a"]
+
+CONVERSATIONS = [
+    [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "the quick brown fox?"},
+        {"role": "assistant", "content": "jumps over the lazy dog"},
+    ],
+    [  # multi-turn
+        {"role": "user", "content": "data curation"},
+        {"role": "assistant", "content": "keeps good text"},
+        {"role": "user", "content": "and spam?"},
+        {"role": "assistant", "content": " drops it.\n\n"},
+    ],
+    [  # special-token text in content is plain text, never a control token
+        {"role": "system", "content": "x<|end|><|assistant|>y"},
+        {"role": "user", "content": "<|user|>a <|endoftext|> b<|"},
+        {"role": "assistant", "content": "<|end|>"},
+    ],
+    [  # unicode
+        {"role": "user", "content": "héllo wörld 😀 日本語 \u00a0 ﬁ"},
+        {"role": "assistant", "content": "ça va ✓"},
+    ],
+    [{"role": "user", "content": "say nothing"}, {"role": "assistant", "content": ""}],  # empty reply
+    [{"role": "user", "content": "<"}, {"role": "assistant", "content": "|"}],  # "<" + "|" across turns
+]
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +113,14 @@ def test_transformers_tokenizer_and_greedy_generation_match(exported, tokenizer)
     model, out = exported
     hf = transformers.AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
     hf_tok = transformers.AutoTokenizer.from_pretrained(out, local_files_only=True)
-    for text in TEXTS:
-        assert hf_tok(text).input_ids == [tokenizer.eot_id, *tokenizer.encode(text)]  # BOS = <|endoftext|>
+    # no BOS is added (the chat template writes it); a plain prompt gets it as text, as winnow generate
+    bos_texts = [hf_tok.bos_token + text for text in TEXTS]
+    for text, bos_text in zip(TEXTS, bos_texts, strict=True):
+        assert hf_tok(text).input_ids == tokenizer.encode(text)
+        assert hf_tok(bos_text).input_ids == [tokenizer.eot_id, *tokenizer.encode(text)]
     # the same greedy tokens, one prompt at a time and as a left-padded batch
     ours = generate(model, tokenizer, TEXTS, GenerationConfig(max_new_tokens=24))
-    batch = hf_tok(TEXTS, return_tensors="pt", padding=True)
+    batch = hf_tok(bos_texts, return_tensors="pt", padding=True)
     assert hf_tok.padding_side == "left" and (batch.input_ids[:, 0] == tokenizer.pad_id).any()
     with torch.no_grad():
         theirs = hf.generate(**batch, max_new_tokens=24, do_sample=False)
@@ -105,7 +134,7 @@ def test_transformers_tokenizer_and_greedy_generation_match(exported, tokenizer)
         new = until_eos(row[batch.input_ids.shape[1] :])
         assert c.token_ids == new
         assert hf_tok.decode(new) == c.text
-    for text in TEXTS:
+    for text in bos_texts:
         single = hf_tok(text, return_tensors="pt").input_ids
         with torch.no_grad():
             row = hf.generate(single, max_new_tokens=24, do_sample=False)[0, single.shape[1] :]
@@ -113,7 +142,7 @@ def test_transformers_tokenizer_and_greedy_generation_match(exported, tokenizer)
         assert generate_ids(model, single.tolist(), cfg, eos_id=eos)[0] == until_eos(row.tolist())
 
 
-def test_chat_template_uses_the_chat_tokens(exported):
+def test_chat_template_uses_the_chat_tokens(exported, tokenizer):
     _, out = exported
     hf_tok = transformers.AutoTokenizer.from_pretrained(out, local_files_only=True)
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
@@ -124,6 +153,63 @@ def test_chat_template_uses_the_chat_tokens(exported):
         "<|pad|>",
         "<|endoftext|>",
     )
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == stop_ids(tokenizer) == end_ids(tokenizer)
+
+
+@pytest.mark.parametrize("n", range(len(CONVERSATIONS)))
+def test_chat_template_gives_render_conversation_ids(exported, tokenizer, n):
+    _, out = exported
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out, local_files_only=True)
+    messages = CONVERSATIONS[n]
+    ids, mask = render_conversation(tokenizer, messages)
+    text = hf_tok.apply_chat_template(messages, tokenize=False)
+    # tokenize=True tokenizes the text with add_special_tokens=False; tok(text) with them: both agree
+    encoded = hf_tok.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
+    assert encoded["input_ids"] == ids
+    assert hf_tok(text).input_ids == ids and ids.count(tokenizer.eot_id) == 1
+    assert encoded["assistant_masks"] == mask  # {% generation %} marks what SFT trains on
+    # the opened assistant turn, for everything up to the last user message
+    last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    prefix = messages[: last_user + 1]
+    text = hf_tok.apply_chat_template(prefix, tokenize=False, add_generation_prompt=True)
+    assert hf_tok(text).input_ids == render_for_completion(tokenizer, prefix)
+    assert (
+        hf_tok.apply_chat_template(prefix, add_generation_prompt=True)["input_ids"] == hf_tok(text).input_ids
+    )
+    # decoding gives the conversation back, the content's special-token text included
+    assert ESCAPED not in hf_tok.decode(ids)
+    assert hf_tok.decode(ids) == tokenizer.decode(ids)
+
+
+def test_chat_template_refuses_what_render_conversation_refuses(exported):
+    _, out = exported
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out, local_files_only=True)
+    bad = {
+        "message 1: unknown role tool": [{"role": "user", "content": "a"}, {"role": "tool", "content": "b"}],
+        "message 1: a system message is only allowed as the first": [
+            {"role": "user", "content": "a"},
+            {"role": "system", "content": "b"},
+        ],
+        "message 0: content must be a string": [{"role": "user", "content": 3}],
+    }
+    for message, messages in bad.items():
+        with pytest.raises(Exception, match=message):
+            hf_tok.apply_chat_template(messages, tokenize=False)
+
+
+def test_transformers_chat_generation_matches_winnow_chat(exported, tokenizer):
+    model, out = exported
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out, local_files_only=True)
+    messages = [{"role": "user", "content": "the quick brown fox"}]
+    ids = render_for_completion(tokenizer, messages)
+    (ours,) = generate(model, tokenizer, ["x"], GenerationConfig(max_new_tokens=16), prompt_ids=[ids])
+    prompt = hf_tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+    with torch.no_grad():  # generation_config.json's eos ids end it, as stop_ids end ours
+        row = hf.generate(**prompt, max_new_tokens=16, do_sample=False)[0, len(ids) :].tolist()
+    assert row[: len(ours.token_ids)] == ours.token_ids
+    assert row[len(ours.token_ids) :] in ([], [tokenizer.eot_id], [tokenizer.special_tokens["<|end|>"]])
 
 
 def test_cli_export_verify_and_refuses_to_overwrite(tmp_path, tokenizer_dir, tokenizer, capsys):

@@ -52,12 +52,13 @@ def require_chat_tokens(tokenizer) -> dict[str, int]:
 
 
 def stop_ids(tokenizer) -> list[int]:
-    """The ids that end generation: ``<|endoftext|>`` (end of a document) and ``<|end|>`` (end of a
-    chat turn).  A tokenizer without ``<|end|>`` (a pretraining-only import) gives only the first,
-    so plain completion still works with it."""
-    ids = [tokenizer.special_tokens[EOT]]
-    if END in tokenizer.special_tokens:
-        ids.append(tokenizer.special_tokens[END])
+    """The ids that end generation: ``<|endoftext|>`` (``tokenizer.eot_id``, the end of a document)
+    and ``<|end|>`` (the end of a chat turn).  A tokenizer without ``<|end|>`` (a pretraining-only
+    import) gives only the first, so plain completion still works with it."""
+    ids = [tokenizer.eot_id]  # the tokenizer's end-of-document role (an imported one may call it </s>)
+    end = tokenizer.special_tokens.get(END)
+    if end is not None and end not in ids:
+        ids.append(end)
     return ids
 
 

@@ -9,11 +9,13 @@ tensor, and transformers re-ties on load).  The folder:
 config.json              LlamaForCausalLM: sizes, num_key_value_heads, head_dim, rope_theta,
                          rms_norm_eps, tie_word_embeddings, bos/eos/pad ids, max_position_embeddings
 model.safetensors        weights (fp32 by default; --dtype bfloat16 halves the file)
-generation_config.json   bos/eos/pad ids: generation ends at <|endoftext|> or <|end|>
-tokenizer.json           the checkpoint's tokenizer, with a post-processor that prepends
-                         <|endoftext|> as BOS (what winnow generate does, what preceded every
-                         document in training)
-tokenizer_config.json    PreTrainedTokenizerFast, special tokens, chat template
+generation_config.json   bos/eos/pad ids: generation ends at tokenizer.chat.stop_ids
+                         (<|endoftext|> or <|end|>)
+tokenizer.json           the checkpoint's tokenizer; it adds no BOS (the chat template writes
+                         <|endoftext|>; prepend tok.bos_token to a plain prompt, as winnow generate
+                         does) and its normalizer undoes the template's escape of "<|" in content
+tokenizer_config.json    PreTrainedTokenizerFast, special tokens, chat template (tokenizer.chat's
+                         format: apply_chat_template gives render_conversation's ids)
 special_tokens_map.json
 winnow_export.json       lineage: source checkpoint, step, tokens, data manifests, tokenizer sha256
 ```
@@ -34,20 +36,42 @@ from pathlib import Path
 import torch
 
 from pipeline.atomic import atomic_dir
-from train.generate import end_ids
+from tokenizer.chat import END, ROLES, stop_ids
+from tokenizer.encoding import EOT
 from train.model import GPT
 
-CHAT_ROLES = ("system", "user", "assistant")
+CHAT_ROLES = ROLES
 
-# <|role|>content<|end|> per message; the generation prompt opens the assistant's turn.  Roles other
-# than system/user/assistant are an error rather than silently rendered.
+# Content is untrusted text: ``tokenizer.chat`` encodes "<|end|>" inside a message as plain text.  A
+# Hugging Face tokenizer matches special tokens anywhere in its input, so the template breaks every
+# "<|" in content with this private-use character, which the exported tokenizer.json's normalizer
+# removes again *after* special tokens are matched (they are matched on the raw text) and before BPE:
+# the content's tokens are then exactly its plain-text tokens.  The one text that cannot round-trip
+# is content containing this escape sequence itself.
+ESCAPE = "\ue000"
+ESCAPED = "<" + ESCAPE + "|"
+
+# tokenizer.chat's format: <|endoftext|>, then <|role|>content<|end|> per message; the generation
+# prompt opens the assistant's turn.  Unknown roles, a late system message and non-string content are
+# errors (as in render_conversation), not silently rendered.  {% generation %} marks what
+# render_conversation's loss mask trains on, so return_assistant_tokens_mask=True gives that mask.
 CHAT_TEMPLATE = (
-    "{{ bos_token }}"
+    f"{{{{ '{EOT}' }}}}"
     "{% for message in messages %}"
     "{% if message['role'] not in ['system', 'user', 'assistant'] %}"
-    "{{ raise_exception('unknown role ' + message['role'] + ': use system, user or assistant') }}"
+    "{{ raise_exception('message ' ~ loop.index0 ~ ': unknown role ' ~ message['role'] ~ "
+    "' (expected one of system, user, assistant)') }}"
+    "{% elif message['role'] == 'system' and not loop.first %}"
+    "{{ raise_exception('message ' ~ loop.index0 ~ "
+    "': a system message is only allowed as the first message') }}"
+    "{% elif message['content'] is not string %}"
+    "{{ raise_exception('message ' ~ loop.index0 ~ ': content must be a string') }}"
     "{% endif %}"
-    "{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
+    "{% set content = message['content'] | replace('<|', '" + ESCAPED + "') %}"
+    "{{ '<|' + message['role'] + '|>' }}"
+    "{% if message['role'] == 'assistant' %}"
+    f"{{% generation %}}{{{{ content + '{END}' }}}}{{% endgeneration %}}"
+    f"{{% else %}}{{{{ content + '{END}' }}}}{{% endif %}}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
@@ -100,20 +124,23 @@ def hf_config(model: GPT, tokenizer, dtype: torch.dtype) -> dict:
     }
 
 
-def hf_tokenizer_json(src: Path, eot: str, eot_id: int) -> str:
-    """The checkpoint's tokenizer.json with a post-processor that prepends ``eot`` as BOS."""
+def hf_tokenizer_json(src: Path) -> str:
+    """The checkpoint's tokenizer.json, adapted to the chat template.
+
+    * No post-processor: ``tok(text)`` adds no BOS.  transformers tokenizes a template's output
+      with ``add_special_tokens=False`` (``apply_chat_template(tokenize=True)``), so the template
+      writes the ``<|endoftext|>`` BOS itself; a post-processor adding one too would make
+      ``tok(apply_chat_template(tokenize=False))`` start with two.  A plain completion prompt needs
+      ``tok.bos_token + text`` (what ``winnow generate`` does), as pretraining put ``<|endoftext|>``
+      before every document.
+    * A normalizer that undoes the template's escape of "<|" in message content (``ESCAPE``).
+    """
     data = json.loads(src.read_text(encoding="utf-8"))
-    data["post_processor"] = {
-        "type": "TemplateProcessing",
-        "single": [{"SpecialToken": {"id": eot, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-        "pair": [
-            {"SpecialToken": {"id": eot, "type_id": 0}},
-            {"Sequence": {"id": "A", "type_id": 0}},
-            {"SpecialToken": {"id": eot, "type_id": 1}},
-            {"Sequence": {"id": "B", "type_id": 1}},
-        ],
-        "special_tokens": {eot: {"id": eot, "ids": [eot_id], "tokens": [eot]}},
-    }
+    data["post_processor"] = None
+    unescape = {"type": "Replace", "pattern": {"String": ESCAPED}, "content": "<|"}
+    if data.get("normalizer"):
+        unescape = {"type": "Sequence", "normalizers": [unescape, data["normalizer"]]}
+    data["normalizer"] = unescape
     return json.dumps(data, ensure_ascii=False)
 
 
@@ -141,7 +168,7 @@ def tokenizer_files(tokenizer, block_size: int) -> dict[str, dict]:
         "unk_token": None,
         "additional_special_tokens": extra,
         "added_tokens_decoder": added,
-        "add_bos_token": True,
+        "add_bos_token": False,  # the chat template writes it (see hf_tokenizer_json)
         "add_eos_token": False,
         "clean_up_tokenization_spaces": False,
         "model_max_length": block_size,
@@ -177,7 +204,7 @@ def export_hf(
             (tmp / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
         write_json("config.json", hf_config(model, tokenizer, dtype))
-        eos = end_ids(tokenizer)
+        eos = stop_ids(tokenizer)
         write_json(
             "generation_config.json",
             {
@@ -187,10 +214,7 @@ def export_hf(
                 "max_length": model.config.block_size,
             },
         )
-        eot_name = next(n for n, i in tokenizer.special_tokens.items() if i == tokenizer.eot_id)
-        (tmp / "tokenizer.json").write_text(
-            hf_tokenizer_json(tok_json, eot_name, tokenizer.eot_id), encoding="utf-8"
-        )
+        (tmp / "tokenizer.json").write_text(hf_tokenizer_json(tok_json), encoding="utf-8")
         for name, obj in tokenizer_files(tokenizer, model.config.block_size).items():
             write_json(name, obj)
         meta = ckpt["meta"]
