@@ -21,6 +21,73 @@ def _lazy(module: str):
     return handler
 
 
+def add_shared_flags(
+    p: argparse.ArgumentParser, *, micro_batch: str, lr: str, seed: str, eval_every: int, save_every: int
+) -> tuple[argparse._ArgumentGroup, argparse._ArgumentGroup, argparse._MutuallyExclusiveGroup]:
+    """The flags every ``winnow train`` command shares (DESIGN "Training"); the help strings name
+    each trainer's defaults.  Returns the "optimization" and "runtime" groups and the mutually
+    exclusive group of ``--max-steps`` (a trainer adds its other length flag there: ``--tokens``,
+    ``--epochs``)."""
+    o = p.add_argument_group("optimization")
+    length = o.add_mutually_exclusive_group()
+    length.add_argument("--max-steps", type=int, help="optimizer steps")
+    o.add_argument("--micro-batch", type=int, help=micro_batch)
+    o.add_argument("--lr", type=float, help=lr)
+    o.add_argument("--seed", type=int, help=seed)
+    r = p.add_argument_group("runtime")
+    r.add_argument(
+        "--dtype",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="auto: bf16 autocast where the GPU/CPU supports it, else fp32",
+    )
+    r.add_argument("--compile", action="store_true", help="torch.compile the model")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    r.add_argument(
+        "--eval-every", type=int, help=f"steps between validations, 0 = never (default {eval_every})"
+    )
+    r.add_argument(
+        "--save-every", type=int, help=f"steps between checkpoints (default {save_every}; always at end)"
+    )
+    r.add_argument("--keep-checkpoints", type=int, default=3, help="newest kept, 0 = all (default 3)")
+    r.add_argument("--log-every", type=int, default=1, help="steps between metrics.jsonl lines")
+    r.add_argument("--resume", action="store_true", help="continue from --out's latest checkpoint")
+    r.add_argument(
+        "--stop-after", type=int, help="run at most this many steps now, save, exit 0 (time-limited jobs)"
+    )
+    r.add_argument("--no-progress", action="store_true", help="no progress bar (plain log lines)")
+    return o, r, length
+
+
+def add_val_flags(p: argparse.ArgumentParser) -> None:
+    """``--val FILE`` or ``--val-fraction F``: the post-training trainers' validation data."""
+    v = p.add_mutually_exclusive_group()
+    v.add_argument(
+        "--val", metavar="FILE", help="validation rows (.jsonl or .jsonl.gz), same format as --data"
+    )
+    v.add_argument(
+        "--val-fraction",
+        type=float,
+        metavar="F",
+        help="hold out this fraction of --data's rows for validation (chosen by --seed)",
+    )
+
+
+def _schedule_flags(
+    o: argparse._ArgumentGroup, *, warmup: str, min_lr_ratio: float, weight_decay: float
+) -> None:
+    o.add_argument("--schedule", choices=["cosine", "wsd"], help="after warmup (default cosine)")
+    o.add_argument("--warmup", type=int, help=f"linear warmup steps (default {warmup})")
+    o.add_argument("--cooldown", type=float, help="wsd: final fraction of steps that decays (default 0.2)")
+    o.add_argument("--min-lr-ratio", type=float, help=f"final lr / peak lr (default {min_lr_ratio})")
+    o.add_argument(
+        "--weight-decay", type=float, help=f"AdamW decoupled weight decay (default {weight_decay})"
+    )
+    o.add_argument("--beta1", type=float, help="default 0.9")
+    o.add_argument("--beta2", type=float, help="default 0.95")
+    o.add_argument("--grad-clip", type=float, help="max global grad norm, 0 = off (default 1.0)")
+
+
 def _pretrain_parser(train_sub: argparse._SubParsersAction) -> None:
     p = train_sub.add_parser(
         "pretrain",
@@ -60,45 +127,22 @@ def _pretrain_parser(train_sub: argparse._SubParsersAction) -> None:
     m.add_argument("--mlp-hidden", type=int)
     m.add_argument("--rope-theta", type=float)
     m.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=None)
-    o = p.add_argument_group("optimization")
-    length = o.add_mutually_exclusive_group()
-    length.add_argument("--max-steps", type=int, help="optimizer steps")
+    o, r, length = add_shared_flags(
+        p,
+        micro_batch="sequences per forward pass and rank (default 8)",
+        lr="peak learning rate (default: the model's peak_lr())",
+        seed="model init and data order (default 0)",
+        eval_every=250,
+        save_every=1000,
+    )
     length.add_argument("--tokens", type=float, help="training tokens (default: 20 x parameters)")
     o.add_argument(
         "--batch-tokens",
         type=int,
         help="global batch in tokens; accumulation = this / (micro-batch*block*world)",
     )
-    o.add_argument("--micro-batch", type=int, help="sequences per forward pass and rank (default 8)")
-    o.add_argument("--lr", type=float, help="peak learning rate (default: the model's peak_lr())")
-    o.add_argument("--schedule", choices=["cosine", "wsd"], help="after warmup (default cosine)")
-    o.add_argument("--warmup", type=int, help="linear warmup steps (default 5%% of steps, <= 1000)")
-    o.add_argument("--cooldown", type=float, help="wsd: final fraction of steps that decays (default 0.2)")
-    o.add_argument("--min-lr-ratio", type=float, help="final lr / peak lr (default 0.1)")
-    o.add_argument("--weight-decay", type=float, help="AdamW decoupled weight decay (default 0.1)")
-    o.add_argument("--beta1", type=float, help="default 0.9")
-    o.add_argument("--beta2", type=float, help="default 0.95")
-    o.add_argument("--grad-clip", type=float, help="max global grad norm, 0 = off (default 1.0)")
-    o.add_argument("--seed", type=int, help="model init and data order (default 0)")
-    r = p.add_argument_group("runtime")
-    r.add_argument(
-        "--dtype",
-        choices=["auto", "fp32", "bf16"],
-        default="auto",
-        help="auto: bf16 autocast where the GPU/CPU supports it, else fp32",
-    )
-    r.add_argument("--compile", action="store_true", help="torch.compile the model")
-    r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    r.add_argument("--eval-every", type=int, help="steps between validations, 0 = never (default 250)")
+    _schedule_flags(o, warmup="5%% of steps, <= 1000", min_lr_ratio=0.1, weight_decay=0.1)
     r.add_argument("--eval-tokens", type=int, help="validation tokens per evaluation (default 262144)")
-    r.add_argument("--save-every", type=int, help="steps between checkpoints (default 1000; always at end)")
-    r.add_argument("--keep-checkpoints", type=int, default=3, help="newest kept, 0 = all (default 3)")
-    r.add_argument("--log-every", type=int, default=1, help="steps between metrics.jsonl lines")
-    r.add_argument("--resume", action="store_true", help="continue from --out's latest checkpoint")
-    r.add_argument(
-        "--stop-after", type=int, help="run at most this many steps now, save, exit 0 (time-limited jobs)"
-    )
-    r.add_argument("--no-progress", action="store_true", help="no progress bar (plain log lines)")
     p.set_defaults(handler=_lazy("train.pretrain"))
 
 
