@@ -8,6 +8,12 @@ A tokenizer folder (``RUN_DIR/tokenizer/``, or the copy inside a checkpoint) hol
 
 Encoding uses tiktoken built from the ranks: it gives the same ids as the HF ``tokenizer.json``
 (proved in ``tests/test_tokenizer_hf.py``) and is several times faster (``bench/tokenizer_bench.py``).
+
+An *imported* folder (``"kind": "imported"``, written by ``winnow import hf``, ``train/import_hf.py``)
+keeps a Hugging Face tokenizer's own ids: ranks are the vocabulary ids (not necessarily from 0), the
+special tokens are the source's added tokens wherever their ids are, and ``roles`` names which of
+them play ``eot`` (the model's eos), ``pad`` and ``bos``; winnow's six special tokens may be absent.
+Winnow-trained folders are read exactly as before.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ FORMAT = "winnow.tokenizer/1"
 RANKS_FILE = "tokenizer.tiktoken"
 HF_FILE = "tokenizer.json"
 META_FILE = "winnow_tokenizer.json"
+# ``winnow_tokenizer.json``'s "kind" for a tokenizer converted from Hugging Face (train/import_hf.py)
+IMPORTED = "imported"
 
 # GPT-4's (cl100k) split regex: contractions, letter runs with one leading non-letter, numbers of at
 # most 3 digits, punctuation runs, newlines, whitespace.  Possessive quantifiers keep it linear.
@@ -62,29 +70,65 @@ class Tokenizer:
         self.special_tokens: dict[str, int] = {k: int(v) for k, v in meta["special_tokens"].items()}
         self.sha256: str = meta["tokenizer_json_sha256"]
         self.num_ranks = len(ranks)
-        if sorted(ranks.values()) != list(range(len(ranks))):
-            raise ValueError(f"{path / RANKS_FILE}: ranks are not 0..{len(ranks) - 1}")
-        if sorted(self.special_tokens.values()) != list(
-            range(len(ranks), len(ranks) + len(self.special_tokens))
-        ):
-            raise ValueError(f"{path / META_FILE}: special token ids must follow the {len(ranks)} ranks")
-        for name in (EOT, PAD):
-            if name not in self.special_tokens:
-                raise ValueError(f"{path / META_FILE}: special token {name} is missing")
-        self.vocab_size: int = len(ranks) + len(self.special_tokens)
-        if int(meta["vocab_size"]) != self.vocab_size:
-            raise ValueError(
-                f"{path / META_FILE}: vocab_size {meta['vocab_size']} != {len(ranks)} ranks + "
-                f"{len(self.special_tokens)} special tokens"
-            )
-        self.eot_id: int = self.special_tokens[EOT]
-        self.pad_id: int = self.special_tokens[PAD]
+        # "imported": a Hugging Face tokenizer converted by ``train/import_hf.py``; its ids are the
+        # source's (the embedding rows are indexed by them), so the layout rules below differ
+        self.imported: bool = meta.get("kind") == IMPORTED
+        if self.imported:
+            self._check_imported(path, meta, ranks)
+        else:
+            if sorted(ranks.values()) != list(range(len(ranks))):
+                raise ValueError(f"{path / RANKS_FILE}: ranks are not 0..{len(ranks) - 1}")
+            if sorted(self.special_tokens.values()) != list(
+                range(len(ranks), len(ranks) + len(self.special_tokens))
+            ):
+                raise ValueError(f"{path / META_FILE}: special token ids must follow the {len(ranks)} ranks")
+            for name in (EOT, PAD):
+                if name not in self.special_tokens:
+                    raise ValueError(f"{path / META_FILE}: special token {name} is missing")
+            self.vocab_size: int = len(ranks) + len(self.special_tokens)
+            if int(meta["vocab_size"]) != self.vocab_size:
+                raise ValueError(
+                    f"{path / META_FILE}: vocab_size {meta['vocab_size']} != {len(ranks)} ranks + "
+                    f"{len(self.special_tokens)} special tokens"
+                )
+            self.eot_id: int = self.special_tokens[EOT]
+            self.pad_id: int = self.special_tokens[PAD]
+            # what precedes a document: winnow's pretraining puts <|endoftext|> before each one
+            self.bos_id: int | None = self.eot_id
         self.encoding = tiktoken.Encoding(
             name=f"winnow-{self.sha256[:12]}",
             pat_str=self.pattern,
             mergeable_ranks=ranks,
             special_tokens=self.special_tokens,
         )
+
+    def _check_imported(self, path: Path, meta: dict, ranks: dict[bytes, int]) -> None:
+        """Layout of an imported tokenizer: any ids, disjoint, below ``vocab_size``; roles by name.
+
+        ``roles``: ``eot`` (the source's eos token: ends documents and generation), ``pad`` (None:
+        the eos id pads, which the attention mask hides anyway) and ``bos`` (None: nothing is
+        prepended, e.g. Qwen-style tokenizers).
+        """
+        ids = list(ranks.values()) + list(self.special_tokens.values())
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"{path}: an id is used twice by the ranks and the special tokens")
+        self.vocab_size = int(meta["vocab_size"])
+        if min(ids) < 0 or max(ids) >= self.vocab_size:
+            raise ValueError(f"{path / META_FILE}: ids must lie in [0, vocab_size {self.vocab_size})")
+        roles = meta.get("roles") or {}
+
+        def role(name: str, required: bool) -> int | None:
+            token = roles.get(name)
+            if token is None and not required:
+                return None
+            if token not in self.special_tokens:
+                raise ValueError(f"{path / META_FILE}: role {name} names {token!r}, not a special token")
+            return self.special_tokens[token]
+
+        self.eot_id = role("eot", True)
+        pad = role("pad", False)
+        self.pad_id = self.eot_id if pad is None else pad
+        self.bos_id = role("bos", False)
 
     @classmethod
     def from_dir(cls, path: str | Path, *, verify: bool = True) -> Tokenizer:

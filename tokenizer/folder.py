@@ -20,6 +20,7 @@ from tokenizer.encoding import (
     FORMAT,
     GPT4_PATTERN,
     HF_FILE,
+    IMPORTED,
     META_FILE,
     RANKS_FILE,
     SPECIAL_TOKENS,
@@ -140,6 +141,45 @@ def save_tokenizer_dir(
             "vocab_size": len(ranks) + len(specials),
             "tokenizer_json_sha256": file_sha256(tmp / HF_FILE),
             "trained_on": trained_on or {},
+        }
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return out_dir
+
+
+def save_imported_tokenizer_dir(
+    out_dir: str | Path,
+    ranks: Mapping[bytes, int],
+    *,
+    tokenizer_json: str,
+    special_tokens: Mapping[str, int],
+    pattern: str,
+    roles: Mapping[str, str | None],
+    source: dict,
+) -> Path:
+    """Write a tokenizer folder for a Hugging Face tokenizer converted by ``train/import_hf.py``.
+
+    Unlike ``save_tokenizer_dir`` the ids are the source's, so ranks need not start at 0 and the
+    special tokens (the source's added tokens) may sit anywhere: the model's embedding rows are
+    indexed by these ids.  ``tokenizer.json`` is the source's file as given (HF keeps loading it
+    exactly as before), ``roles`` name the tokens playing eot/pad/bos (see ``Tokenizer``) and
+    ``vocab_size`` is the highest id + 1.  Written atomically, replacing ``out_dir``.
+    """
+    ids = list(ranks.values()) + list(special_tokens.values())
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        with open(tmp / RANKS_FILE, "w") as f:
+            for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+                f.write(f"{base64.b64encode(token).decode()} {rank}\n")
+        (tmp / HF_FILE).write_text(tokenizer_json, encoding="utf-8")
+        meta = {
+            "format": FORMAT,
+            "kind": IMPORTED,
+            "pattern": pattern,
+            "special_tokens": dict(sorted(special_tokens.items(), key=lambda kv: kv[1])),
+            "roles": dict(roles),
+            "vocab_size": max(ids) + 1,
+            "tokenizer_json_sha256": file_sha256(tmp / HF_FILE),
+            "source": source,
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return out_dir

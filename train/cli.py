@@ -210,6 +210,15 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_lazy("train.export"))
 
 
+def _import_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="import a model as a checkpoint (hf: a Hugging Face Llama folder)")
+    p.add_argument("format", choices=["hf"], help="hf: a LlamaForCausalLM folder")
+    p.add_argument("--model", required=True, metavar="HF_DIR", help="config.json, weights, tokenizer.json")
+    p.add_argument("--out", required=True, metavar="DIR", help="output: DIR/checkpoints/step-00000000")
+    p.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    p.set_defaults(handler=_lazy("train.import_hf"))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train``, ``generate``, ``chat`` and ``export`` to winnow's parser."""
     train = sub.add_parser("train", help="train a GPT on a run's token shards")
@@ -218,3 +227,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     _generate_parser(sub)
     _chat_parser(sub)
     _export_parser(sub)
+    _import_parser(sub)
