@@ -16,6 +16,7 @@ from tokenizer.chat import (
     render_conversation,
     render_for_completion,
     require_chat_tokens,
+    start_id,
     stop_ids,
 )
 
@@ -98,7 +99,7 @@ def test_mask_is_exactly_assistant_content_and_its_end(tok, name):
 
 def test_special_token_text_in_content_is_plain_text(tok):
     ids, _ = render_conversation(tok, CONVERSATIONS["injection"])
-    controls = {sp(tok, t) for t in CHAT_TOKENS}
+    controls = {tok.eot_id, *(sp(tok, t) for t in CHAT_TOKENS)}
     # exactly the renderer's own control tokens: BOS + 2 × (role, end)
     assert sum(i in controls for i in ids) == 5
     assert tok.decode(ids) == (
@@ -166,6 +167,28 @@ def test_stop_ids_and_missing_chat_tokens(tok):
         require_chat_tokens(pretrain_only)
     with pytest.raises(ChatFormatError, match=r"<\|assistant\|>, <\|end\|>"):
         render_conversation(pretrain_only, [{"role": "user", "content": "x"}])
+
+
+def test_conversation_starts_with_what_preceded_documents(tok):
+    """winnow's tokenizers: <|endoftext|>; an imported one: its bos, else its eos."""
+    assert start_id(tok) == tok.eot_id == sp(tok, "<|endoftext|>")
+    chat = {t: 10 + i for i, t in enumerate(CHAT_TOKENS)}
+    llama = SimpleNamespace(
+        eot_id=2,
+        bos_id=1,
+        special_tokens={"<s>": 1, "</s>": 2, **chat},
+        encode_ordinary=lambda t: [5] * len(t),
+    )
+    ids, mask = render_conversation(llama, [{"role": "user", "content": "ab"}])
+    assert (ids, mask) == ([1, chat["<|user|>"], 5, 5, chat["<|end|>"]], [0] * 5)
+    assert stop_ids(llama) == [2, chat["<|end|>"]]
+    llama.bos_id = None  # e.g. Qwen: no bos; the previous document's eos came before each one
+    assert render_for_completion(llama, [{"role": "user", "content": ""}]) == [
+        2,
+        chat["<|user|>"],
+        chat["<|end|>"],
+        chat["<|assistant|>"],
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------

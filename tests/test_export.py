@@ -228,3 +228,17 @@ def test_cli_export_verify_and_refuses_to_overwrite(tmp_path, tokenizer_dir, tok
         main(["export", "hf", "--checkpoint", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     )
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_chat_template_follows_the_tokenizer():
+    """An imported tokenizer: the template starts with its bos; without the chat tokens, no template."""
+    from types import SimpleNamespace
+
+    from train.export import tokenizer_files
+
+    specials = {"<s>": 0, "</s>": 1, "<pad>": 2}
+    imported = SimpleNamespace(special_tokens=specials, eot_id=1, pad_id=2, bos_id=0)
+    assert "chat_template" not in tokenizer_files(imported, 64)["tokenizer_config.json"]
+    specials.update({"<|system|>": 3, "<|user|>": 4, "<|assistant|>": 5, "<|end|>": 6})
+    template = tokenizer_files(imported, 64)["tokenizer_config.json"]["chat_template"]
+    assert template.startswith('{{ "<s>" }}')

@@ -5,11 +5,12 @@ as the first message), ``user`` and ``assistant``, in any number of turns.  It r
 
     <|endoftext|> <|system|> content <|end|> <|user|> content <|end|> <|assistant|> content <|end|> ...
 
-``<|endoftext|>`` first, because it preceded every document in pretraining (it is the BOS).  The
-loss mask is 1 exactly on each assistant message's content tokens and its ``<|end|>`` -- the model
-must learn to close its turn, or generation never stops (the EOS-never-trained pitfall) -- and 0
-on the BOS, every role token (``<|assistant|>`` included: the renderer writes it, the model never
-has to predict it) and on system/user turns.
+``<|endoftext|>`` first, because it preceded every document in pretraining (it is the BOS; for a
+tokenizer imported from Hugging Face, ``start_id`` picks what preceded the source's documents: its
+bos token, else its eos).  The loss mask is 1 exactly on each assistant message's content tokens
+and its ``<|end|>`` -- the model must learn to close its turn, or generation never stops (the
+EOS-never-trained pitfall) -- and 0 on the BOS, every role token (``<|assistant|>`` included: the
+renderer writes it, the model never has to predict it) and on system/user turns.
 
 Message content is untrusted text: special-token strings inside it (``"<|end|>"``) are encoded as
 plain text, never as control tokens, so a user cannot close a turn or forge an assistant turn.
@@ -22,12 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tokenizer.encoding import EOT
-
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
 END = "<|end|>"
-# The special tokens the format needs; a tokenizer without them cannot render chats.
-CHAT_TOKENS: tuple[str, ...] = (EOT, "<|system|>", "<|user|>", "<|assistant|>", END)
+# The special tokens the format needs by name; a tokenizer without them cannot render chats.  (The
+# leading token is a role of every tokenizer, ``start_id``: <|endoftext|> for winnow's.)
+CHAT_TOKENS: tuple[str, ...] = ("<|system|>", "<|user|>", "<|assistant|>", END)
 
 
 class ChatFormatError(ValueError):
@@ -40,15 +40,25 @@ def role_token(role: str) -> str:
 
 
 def require_chat_tokens(tokenizer) -> dict[str, int]:
-    """The ids of ``CHAT_TOKENS`` (name -> id); ``ChatFormatError`` naming every missing one."""
+    """The ids of ``CHAT_TOKENS`` (name -> id); ``ChatFormatError`` naming every missing one.  SFT
+    calls it before training, so a tokenizer that cannot render chats fails at once."""
     specials = tokenizer.special_tokens
     missing = [t for t in CHAT_TOKENS if t not in specials]
     if missing:
         raise ChatFormatError(
             f"tokenizer {getattr(tokenizer, 'path', '')} lacks the chat special tokens {', '.join(missing)} "
-            f"(the chat format needs {', '.join(CHAT_TOKENS)}; winnow's tokenizer trainer always adds them)"
+            f"(the chat format needs {', '.join(CHAT_TOKENS)}; winnow's tokenizer trainer always adds them, "
+            "train.import_hf.add_chat_tokens adds them to an imported one)"
         )
     return {t: specials[t] for t in CHAT_TOKENS}
+
+
+def start_id(tokenizer) -> int:
+    """The token a conversation starts with: what preceded every document in pretraining.  For
+    winnow's tokenizers ``<|endoftext|>``; for an imported one its bos token (``<s>``), or its eos
+    (the previous document's end) when it has none."""
+    bos = getattr(tokenizer, "bos_id", None)
+    return tokenizer.eot_id if bos is None else bos
 
 
 def stop_ids(tokenizer) -> list[int]:
@@ -96,7 +106,7 @@ def render_conversation(
         raise ChatFormatError(f"max_tokens must be >= 1 (got {max_tokens})")
     validate_messages(messages)
     special = require_chat_tokens(tokenizer)
-    ids, mask = [special[EOT]], [0]
+    ids, mask = [start_id(tokenizer)], [0]
     for m in messages:
         trained = int(m["role"] == "assistant")
         content = tokenizer.encode_ordinary(m["content"])  # special-token text stays text

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from pipeline.atomic import atomic_dir
-from tokenizer.chat import END, ROLES, stop_ids
+from tokenizer.chat import CHAT_TOKENS, END, ROLES, start_id, stop_ids
 from tokenizer.encoding import EOT
 from train.model import GPT
 
@@ -51,30 +51,36 @@ CHAT_ROLES = ROLES
 ESCAPE = "\ue000"
 ESCAPED = "<" + ESCAPE + "|"
 
-# tokenizer.chat's format: <|endoftext|>, then <|role|>content<|end|> per message; the generation
-# prompt opens the assistant's turn.  Unknown roles, a late system message and non-string content are
-# errors (as in render_conversation), not silently rendered.  {% generation %} marks what
-# render_conversation's loss mask trains on, so return_assistant_tokens_mask=True gives that mask.
-CHAT_TEMPLATE = (
-    f"{{{{ '{EOT}' }}}}"
-    "{% for message in messages %}"
-    "{% if message['role'] not in ['system', 'user', 'assistant'] %}"
-    "{{ raise_exception('message ' ~ loop.index0 ~ ': unknown role ' ~ message['role'] ~ "
-    "' (expected one of system, user, assistant)') }}"
-    "{% elif message['role'] == 'system' and not loop.first %}"
-    "{{ raise_exception('message ' ~ loop.index0 ~ "
-    "': a system message is only allowed as the first message') }}"
-    "{% elif message['content'] is not string %}"
-    "{{ raise_exception('message ' ~ loop.index0 ~ ': content must be a string') }}"
-    "{% endif %}"
-    "{% set content = message['content'] | replace('<|', '" + ESCAPED + "') %}"
-    "{{ '<|' + message['role'] + '|>' }}"
-    "{% if message['role'] == 'assistant' %}"
-    f"{{% generation %}}{{{{ content + '{END}' }}}}{{% endgeneration %}}"
-    f"{{% else %}}{{{{ content + '{END}' }}}}{{% endif %}}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
-)
+
+def chat_template(start: str = EOT) -> str:
+    """tokenizer.chat's format as a Jinja chat template: ``start`` (the name of ``start_id``), then
+    <|role|>content<|end|> per message; the generation prompt opens the assistant's turn.  Unknown
+    roles, a late system message and non-string content are errors (as in render_conversation), not
+    silently rendered.  {% generation %} marks what render_conversation's loss mask trains on, so
+    ``return_assistant_tokens_mask=True`` gives that mask."""
+    return (
+        f"{{{{ {json.dumps(start)} }}}}"
+        "{% for message in messages %}"
+        "{% if message['role'] not in ['system', 'user', 'assistant'] %}"
+        "{{ raise_exception('message ' ~ loop.index0 ~ ': unknown role ' ~ message['role'] ~ "
+        "' (expected one of system, user, assistant)') }}"
+        "{% elif message['role'] == 'system' and not loop.first %}"
+        "{{ raise_exception('message ' ~ loop.index0 ~ "
+        "': a system message is only allowed as the first message') }}"
+        "{% elif message['content'] is not string %}"
+        "{{ raise_exception('message ' ~ loop.index0 ~ ': content must be a string') }}"
+        "{% endif %}"
+        "{% set content = message['content'] | replace('<|', '" + ESCAPED + "') %}"
+        "{{ '<|' + message['role'] + '|>' }}"
+        "{% if message['role'] == 'assistant' %}"
+        f"{{% generation %}}{{{{ content + '{END}' }}}}{{% endgeneration %}}"
+        f"{{% else %}}{{{{ content + '{END}' }}}}{{% endif %}}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+    )
+
+
+CHAT_TEMPLATE = chat_template()  # winnow's tokenizers: <|endoftext|> first
 
 
 def hf_state_dict(model: GPT, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
@@ -173,8 +179,10 @@ def tokenizer_files(tokenizer, block_size: int) -> dict[str, dict]:
         "clean_up_tokenization_spaces": False,
         "model_max_length": block_size,
         "padding_side": "left",
-        "chat_template": CHAT_TEMPLATE,
     }
+    if all(t in specials for t in CHAT_TOKENS):  # else (an import without them) there is no chat format
+        start = next(name for name, i in specials.items() if i == start_id(tokenizer))
+        config["chat_template"] = chat_template(start)
     special_map = {"bos_token": eot, "eos_token": eot, "pad_token": pad, "additional_special_tokens": extra}
     return {"tokenizer_config.json": config, "special_tokens_map.json": special_map}
 
