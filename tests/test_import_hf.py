@@ -166,8 +166,20 @@ def test_greedy_decoding_matches_transformers(hf_source):
 
 
 def test_imported_checkpoint_exports_and_transformers_agrees(hf_source, tmp_path):
-    _, _, hf, _, step = hf_source
+    _, source, hf, fast, step = hf_source
     out = export_hf(step, tmp_path / "hf")
+    before, after = (json.loads((d / "config.json").read_text()) for d in (source, out))
+    for key in ("bos_token_id", "eos_token_id", "vocab_size", "tie_word_embeddings"):
+        assert after[key] == before[key], key
+    assert after["rope_theta"] == before["rope_parameters"]["rope_theta"]
+    # no pad token in the source: the eos pads (positions the attention mask hides)
+    pad = before.get("pad_token_id")
+    assert after["pad_token_id"] == (before["eos_token_id"] if pad is None else pad)
+    exported = transformers.AutoTokenizer.from_pretrained(out, local_files_only=True)
+    assert (exported.bos_token, exported.eos_token) == (fast.bos_token, fast.eos_token)
+    for text in TEXTS:
+        ids = fast(text, add_special_tokens=False).input_ids
+        assert exported(text, add_special_tokens=False).input_ids == ids
     again = transformers.AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
     idx = torch.randint(0, hf.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -121,7 +121,8 @@ def hf_config(model: GPT, tokenizer, dtype: torch.dtype) -> dict:
         "pretraining_tp": 1,
         "tie_word_embeddings": c.tie_embeddings,
         "initializer_range": c.init_std,
-        "bos_token_id": tokenizer.eot_id,
+        # winnow's tokenizers: <|endoftext|> (bos_id == eot_id); an import: its own bos (or none)
+        "bos_token_id": tokenizer.bos_id,
         "eos_token_id": tokenizer.eot_id,
         "pad_token_id": tokenizer.pad_id,
         "use_cache": True,
@@ -154,7 +155,8 @@ def tokenizer_files(tokenizer, block_size: int) -> dict[str, dict]:
     specials = dict(sorted(tokenizer.special_tokens.items(), key=lambda kv: kv[1]))
     eot = next(name for name, i in specials.items() if i == tokenizer.eot_id)
     pad = next(name for name, i in specials.items() if i == tokenizer.pad_id)
-    extra = [name for name in specials if name not in (eot, pad)]
+    bos = next((name for name, i in specials.items() if i == tokenizer.bos_id), None)
+    extra = [name for name in specials if name not in (eot, pad, bos)]
     added = {
         str(i): {
             "content": name,
@@ -168,7 +170,7 @@ def tokenizer_files(tokenizer, block_size: int) -> dict[str, dict]:
     }
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": eot,
+        "bos_token": bos,
         "eos_token": eot,
         "pad_token": pad,
         "unk_token": None,
@@ -183,7 +185,7 @@ def tokenizer_files(tokenizer, block_size: int) -> dict[str, dict]:
     if all(t in specials for t in CHAT_TOKENS):  # else (an import without them) there is no chat format
         start = next(name for name, i in specials.items() if i == start_id(tokenizer))
         config["chat_template"] = chat_template(start)
-    special_map = {"bos_token": eot, "eos_token": eot, "pad_token": pad, "additional_special_tokens": extra}
+    special_map = {"bos_token": bos, "eos_token": eot, "pad_token": pad, "additional_special_tokens": extra}
     return {"tokenizer_config.json": config, "special_tokens_map.json": special_map}
 
 
@@ -216,7 +218,7 @@ def export_hf(
         write_json(
             "generation_config.json",
             {
-                "bos_token_id": tokenizer.eot_id,
+                "bos_token_id": tokenizer.bos_id,
                 "eos_token_id": eos if len(eos) > 1 else eos[0],
                 "pad_token_id": tokenizer.pad_id,
                 "max_length": model.config.block_size,
