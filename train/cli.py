@@ -88,6 +88,50 @@ def _schedule_flags(
     o.add_argument("--grad-clip", type=float, help="max global grad norm, 0 = off (default 1.0)")
 
 
+def _sft_parser(train_sub: argparse._SubParsersAction) -> None:
+    p = train_sub.add_parser(
+        "sft",
+        help="supervised fine-tuning on chat / instruction rows (loss on assistant tokens only)",
+        description="Fine-tune a checkpoint on conversations: rows of `messages`, `prompt`/`response` or "
+        "Alpaca `instruction`/`input`/`output`. Loss only on assistant tokens; several conversations "
+        "packed per window with attention kept inside each (--no-packing pads instead).",
+    )
+    d = p.add_argument_group("data")
+    d.add_argument(
+        "--base",
+        "--init-from",
+        dest="base",
+        metavar="CKPT",
+        help="checkpoint to start from (weights only: fresh optimizer and schedule)",
+    )
+    d.add_argument("--data", action="append", metavar="FILE", help="rows (.jsonl or .jsonl.gz); repeatable")
+    add_val_flags(p)
+    d.add_argument("--out", required=True, metavar="DIR", help="output: checkpoints/, metrics.jsonl")
+    d.add_argument(
+        "--packing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="several conversations per window (default); --no-packing: one per row, padded",
+    )
+    o, _, length = add_shared_flags(
+        p,
+        micro_batch="windows (rows) per forward pass and rank (default 8)",
+        lr="peak learning rate (default: 0.1 x the base model's peak_lr())",
+        seed="data order and the --val-fraction hold-out (default 0)",
+        eval_every=100,
+        save_every=500,
+    )
+    length.add_argument("--epochs", type=float, help="passes over the data (default 1)")
+    o.add_argument(
+        "--batch-rows",
+        type=int,
+        help="global batch in windows (rows); accumulation = this / (micro-batch*world) "
+        "(default micro-batch*world)",
+    )
+    _schedule_flags(o, warmup="3%% of steps", min_lr_ratio=0.0, weight_decay=0.0)
+    p.set_defaults(handler=_lazy("train.sft"))
+
+
 def _pretrain_parser(train_sub: argparse._SubParsersAction) -> None:
     p = train_sub.add_parser(
         "pretrain",
@@ -224,6 +268,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a GPT on a run's token shards")
     train_sub = train.add_subparsers(dest="train_command", required=True)
     _pretrain_parser(train_sub)
+    _sft_parser(train_sub)
     _generate_parser(sub)
     _chat_parser(sub)
     _export_parser(sub)
