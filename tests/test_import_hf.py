@@ -139,6 +139,13 @@ def test_tokenizer_ids_equal_hf(hf_source):
         assert tok.decode(want) == fast.decode(want)
     # special-token text is plain text unless allowed (documents cannot inject the separator)
     assert tok.eot_id not in tok.encode(f"x {eos} y")
+    # a prompt starts with the model's own bos (<s>), as HF's tokenizer would put it, not its eos
+    from train.generate import encode_prompts
+
+    (ids,) = encode_prompts(tok, ["hello"])
+    assert ids[0] == (tok.bos_id if tok.bos_id is not None else tok.eot_id)
+    if fast.bos_token_id is not None:
+        assert ids[0] == fast.bos_token_id != tok.eot_id
 
 
 def test_greedy_decoding_matches_transformers(hf_source):

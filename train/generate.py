@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tokenizer.chat import render_for_completion, stop_ids
+from tokenizer.chat import render_for_completion, start_id, stop_ids
 from train.model import GPT, KVCache
 
 STRATEGIES = ("greedy", "beam", "sample", "top_k", "top_p")
@@ -462,7 +462,9 @@ def encode_prompts(tokenizer, prompts: Sequence[str], add_bos: bool = True) -> l
     """Prompt ids, after ``<|endoftext|>`` (the token before every document in training) when add_bos.
     Special-token text in a prompt is encoded as special tokens (prompts are trusted input, and chat
     prompts need ``<|user|>`` etc.)."""
-    bos = [tokenizer.eot_id] if add_bos else []
+    # the same start token as a chat conversation: <|endoftext|> for winnow's tokenizers, the bos
+    # token (<s>) of an imported one
+    bos = [start_id(tokenizer)] if add_bos else []
     return [bos + tokenizer.encode(p, allowed_special="all") for p in prompts]
 
 
