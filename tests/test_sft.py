@@ -388,3 +388,25 @@ def test_ddp_two_processes_equal_one_process(base, tmp_path):
         assert r1.keys() == r2.keys()
         for k in r1:
             assert r1[k] == pytest.approx(r2[k], rel=1e-4, abs=1e-6), k
+
+
+def test_imported_base_without_chat_tokens_gets_them(base, tmp_path, capsys):
+    """An HF import (GPT-2-style tokenizer: no chat tokens) is fine-tuned after
+    ``train.import_hf.add_chat_tokens`` grows its embedding; the run keeps its own tokenizer."""
+    pytest.importorskip("transformers")
+    from test_import_hf import build_hf_folder
+
+    from train.import_hf import import_hf
+
+    _, _, data = base
+    folder, _, _ = build_hf_folder(tmp_path, "gpt2-tied")
+    imported = import_hf(folder, tmp_path / "imported")
+    out = tmp_path / "sft"
+    assert sft("--base", imported, "--data", data, "--out", out, *FLAGS, "--max-steps", 2) == 0
+    assert "added <|system|>, <|user|>, <|assistant|>, <|end|>" in capsys.readouterr().err
+    ckpt = out / "checkpoints/step-00000002"
+    meta = json.loads((ckpt / "config.json").read_text())
+    assert meta["parent"]["kind"] == "imported"
+    tok = tokenizer_of(ckpt)  # the new ids have embedding rows (this import had 37 spare rows)
+    assert "<|end|>" in tok.special_tokens and max(tok.special_tokens.values()) < meta["model"]["vocab_size"]
+    assert sft("--out", out, "--resume", "--max-steps", 3, "--dtype", "fp32", "--no-progress") == 0
