@@ -6,7 +6,9 @@ Input: ``dev_web.warc.gz`` (2,400 records, 2,371 HTML pages, 44.6 MB).  Configur
   the WARC with winnow's defaults, run by ``run_pipeline(spec, output, fresh=True,
   num_cpus=WORKERS)`` on a private local Ray (started and stopped inside the timed section, as in
   ``winnow run``; ``benchutil.time_winnow_ray`` reports the start and stop apart).  With the
-  default ``split_bytes`` (32 MiB) the 44.6 MB file becomes 2 tasks of 32 and 12.5 MiB.
+  default ``split_bytes`` of the results in bench/README.md section 1 (32 MiB) the 44.6 MB file
+  became 2 tasks of 32 and 12.5 MiB; the default is now 4 MiB (section 11), so these configs
+  now run what ``...-4MiB`` does.
 * ``...-balanced``: the same with ``split_bytes = ceil(size / WORKERS)``: WORKERS equal byte
   ranges, exactly the partition datatrove gets below.
 * ``datatrove-trafilatura``: ``WarcReader -> URLFilter -> Trafilatura(favour_precision=True,

@@ -27,10 +27,11 @@ in the middle of a file.  Here:
 * ``split_bytes`` defaults to 4 MiB (``bench/split_size.py``, ``bench/README.md`` section 11).
   The plan depends only on the files, never on the cluster, because ``extract``'s trafilatura
   dedup memory lasts one task: the split changes the output a little.  On ``dev_web.warc.gz``
-  (44.6 MB) on 2 cores, against the former 32 MiB (2 tasks, one core idle for the second half):
-  4 MiB gives 11 tasks, 0.82-0.84x the wall time and 4 more documents out of ~2,250; 1 MiB is
-  faster still (0.66x modelled) but keeps 52 more documents (weaker dedup) and makes ~1,000 parts
-  per GB of input (4 MiB: ~240; 32 MiB: ~30).  Larger splits only pay on inputs with many files.
+  (44.6 MB) on 2 cores, against the former 32 MiB (2 tasks of 29 and 61 CPU-s, one core idle
+  for half the run): 4 MiB gives 11 tasks, 0.71-0.84x the wall time (modelled from per-task CPU;
+  0.82x timed on a quieter day) and 4 more documents out of 2,252; 1 MiB is no faster on this
+  file but keeps 52 more documents (weaker dedup) and makes ~1,000 parts per GB of input (4 MiB:
+  ~250; 32 MiB: ~45).  Larger splits only pay on inputs with many files.
 * Only ``response`` records with an HTML payload become rows; a non-HTML ``Content-Type`` is
   dropped (``not_html``) without reading its payload.  ``text/plain`` or a missing type is
   sniffed.  A record without ``WARC-Record-ID`` gets ``<winnow:FILE@MEMBER_OFFSET#N>`` (gzip)
