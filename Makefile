@@ -12,7 +12,9 @@ PIP := $(BIN)/pip install --quiet -c constraints.txt $(if $(WHEELS),--find-links
 install: $(STAMP)
 
 # Re-installs only when the packaging inputs change, so a second `make install` is instant.
+# chromium: the browser tests of `winnow report` drive Debian's package (root in CI); without it they fail.
 $(STAMP): pyproject.toml constraints.txt Makefile
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(PIP) --upgrade pip >/dev/null
 	$(PIP) -e ".[dev,train]"

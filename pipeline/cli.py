@@ -143,26 +143,30 @@ def report(bar, result) -> None:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from pipeline.stats import load_stats, print_stats
+    from pipeline.report_data import load_run
+    from pipeline.stats import print_stats
 
     try:
-        stats = load_stats(args.run_dir)
+        run = load_run(args.run_dir)
     except FileNotFoundError as exc:
         print(f"winnow: {exc}", file=sys.stderr)
         return 2
+    if not run.complete:  # on stderr, so that --json stays parseable
+        print(f"winnow: {run.root} is an incomplete run: stats of the finished tasks only", file=sys.stderr)
     if args.json:
-        print(json.dumps(stats, indent=2, ensure_ascii=False))
+        print(json.dumps(run.stats, indent=2, ensure_ascii=False))
     else:
-        print_stats(stats)
+        title = None if run.complete else "winnow stats (INCOMPLETE run; time: summed over tasks)"
+        print_stats(run.stats, title=title)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pipeline.stats import write_report
+    from pipeline.report import write_report
 
     try:
         out = write_report(args.run_dir, args.output or Path(args.run_dir) / "report.html")
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, NotADirectoryError) as exc:
         print(f"winnow: {exc}", file=sys.stderr)
         return 2
     print(out)

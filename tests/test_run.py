@@ -95,10 +95,12 @@ def test_stats_cli_table_and_json(demo_run):
     assert winnow("stats", str(out / "nope")).returncode == 2
 
 
-def test_report_shows_every_stage_count_reason_and_sampled_drop(demo_run):
-    """The interim report (issue 15 replaces it): each stage's row with its integer counts, each
-    drop reason, and dropped documents from removed/ by id, escaped."""
+def test_report_of_a_real_run_shows_every_stage_count_reason_and_sampled_drop(demo_run):
+    """The report of a real run (tests/test_report.py opens reports in Chromium): each stage's
+    integer counts and drop reasons as stats.json has them, a sample for every reason with rows in
+    removed/ (from any part file, not only the first), escaped, no script."""
     import html
+    import re
 
     _, out, _ = demo_run
     res = winnow("report", str(out), "-o", str(out / "r.html"))
@@ -107,13 +109,22 @@ def test_report_shows_every_stage_count_reason_and_sampled_drop(demo_run):
     stats = json.loads((out / "stats.json").read_text())
     assert stats and any(s["dropped"] for s in stats)
     for s in stats:
-        assert f"<td>{s['name']}</td><td>{s['docs_in']:,}</td><td>{s['docs_out']:,}</td>" in page
-        for reason in s["dropped"]:
-            assert html.escape(reason) in page
-        removed = sorted((out / "removed" / s["name"]).glob("part-*.parquet"))
-        if removed:
-            ids = pq.read_table(removed[0], columns=["id"]).column("id").to_pylist()
-            assert any(html.escape(i) in page for i in ids)
+        name = html.escape(s["name"])
+        for key in ("docs_in", "docs_out"):
+            assert f'data-key="{key}" data-stage="{name}" data-value="{s[key]}">{s[key]:,}<' in page
+        for reason, n in s["dropped"].items():
+            assert f"data-stage='{name}' data-reason='{html.escape(reason)}' data-value='{n}'" in page
+        reasons = set()
+        for part in sorted((out / "removed" / s["name"]).glob("part-*.parquet")):
+            reasons.update(pq.read_table(part, columns=["reason"]).column(0).to_pylist())
+        for reason in reasons:
+            assert f"data-stage='{name}' data-sample-reason='{html.escape(reason)}'" in page
+        if reasons:
+            ids = set()
+            for part in (out / "removed" / s["name"]).glob("part-*.parquet"):
+                ids.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
+            shown = set(re.findall(r"id: ([^ <]+)", page))
+            assert shown & {html.escape(i) for i in ids}
     assert "<script" not in page.lower()
 
 

@@ -1,0 +1,243 @@
+"""Reading a pipeline run directory back: the one loader behind ``winnow stats`` and ``winnow report``.
+
+A finished run has ``stats.json`` and ``manifest.json``.  An unfinished one (killed, still running,
+or failed) has neither, but every finished task left a marker ``_work/phase-K/done/part-*.json``
+holding its stats, and every finished barrier a ``_work/phase-K/barrier.json``: summing those
+(as ``pipeline.executor.merge_stats`` does at the end of a run) gives the stats of what finished.
+Such a run is reported as incomplete, never refused.
+
+Everything read from data and sample files is bounded (parts, rows, samples per reason) so that a
+report of a run with thousands of parts stays fast and small; each bound is a module constant and
+the page says when one was hit.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.rundir import RunDir, read_json
+from pipeline.stage import StageStats
+
+# Bounds on what a report reads (the page names them when they cut something).
+MAX_REMOVED_PARTS = 2000  # removed/<stage>/part-*.parquet files scanned per stage
+SAMPLES_PER_REASON = 5  # dropped documents shown per (stage, reason)
+SAMPLE_CHARS = 2000  # characters of a sampled document shown
+MAX_DATA_PARTS = 200  # data/part-*.parquet files read for lengths, domains, scores
+MAX_DATA_ROWS = 200_000  # rows read from those parts
+
+_PHASE_RE = re.compile(r"^phase-(\d+)$")
+
+
+@dataclass
+class RunData:
+    """What a run directory holds, finished or not."""
+
+    root: Path
+    stats: list[dict[str, Any]]
+    complete: bool
+    manifest: dict[str, Any] | None = None
+    plan: dict[str, Any] | None = None
+    tokens: dict[str, Any] | None = None  # tokens/manifest.json
+    # per phase: (tasks with a marker, tasks planned or None when unknown)
+    progress: list[tuple[int, int | None]] = field(default_factory=list)
+
+    @property
+    def pipeline(self) -> str:
+        for source in (self.manifest, self.plan):
+            if source and source.get("pipeline"):
+                return str(source["pipeline"])
+        return self.root.name
+
+    @property
+    def config_hash(self) -> str | None:
+        for source in (self.manifest, self.plan):
+            if source and source.get("config_hash"):
+                return str(source["config_hash"])
+        return None
+
+
+def _phases(rd: RunDir) -> list[Path]:
+    if not rd.work.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in rd.work.iterdir() if (m := _PHASE_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def merge_markers(rd: RunDir) -> tuple[list[dict[str, Any]], list[tuple[int, int | None]]]:
+    """Stats summed over the task markers and barrier summaries present, in pipeline order.
+
+    The order is the order stages first appear in (phase, task, position in the marker): a
+    marker lists ``read`` then its phase's stages in order, and phases run in order."""
+    merged: dict[str, StageStats] = {}
+    progress: list[tuple[int, int | None]] = []
+    plan = read_json(rd.plan_file) if rd.plan_file.exists() else None
+    for i, phase in enumerate(_phases(rd)):
+        markers = sorted((phase / "done").glob("part-*.json"))
+        for path in markers:
+            for entry in read_json(path)["stats"]:
+                part = StageStats.from_dict(entry)
+                merged.setdefault(part.name, StageStats(part.name)).merge(part)
+        barrier = phase / "barrier.json"
+        if barrier.exists():
+            b = read_json(barrier)
+            stage = merged.setdefault(b["stage"], StageStats(b["stage"]))
+            stage.merge(StageStats(b["stage"], extra=b.get("extra", {}), seconds=b.get("seconds", 0.0)))
+        # phase 0 has one task per planned shard; later phases' task counts are not recorded
+        total = len(plan["shards"]) if plan and i == 0 else None
+        progress.append((len(markers), total))
+    return [s.to_dict() for s in merged.values()], progress
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """The stats of a run directory: ``stats.json`` when the run finished, else its markers."""
+    rd = RunDir(run_dir)
+    if not rd.root.is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a directory")
+    plan = read_json(rd.plan_file) if rd.plan_file.exists() else None
+    tokens_file = rd.root / "tokens" / "manifest.json"
+    tokens = read_json(tokens_file) if tokens_file.exists() else None
+    if rd.stats_file.exists():
+        manifest = read_json(rd.manifest_file) if rd.manifest_file.exists() else None
+        _, progress = merge_markers(rd) if rd.work.is_dir() else ([], [])
+        return RunData(rd.root, read_json(rd.stats_file), True, manifest, plan, tokens, progress)
+    if not rd.work.is_dir():
+        raise FileNotFoundError(
+            f"{rd.root} has neither stats.json nor _work/: is {run_dir} a winnow run directory?"
+        )
+    stats, progress = merge_markers(rd)
+    return RunData(rd.root, stats, False, None, plan, tokens, progress)
+
+
+# --- samples of dropped documents ----------------------------------------------------------------
+
+
+@dataclass
+class Samples:
+    """Dropped (or changed) documents of one stage, up to ``SAMPLES_PER_REASON`` per reason."""
+
+    by_reason: dict[str, list[dict[str, Any]]]
+    parts_total: int
+    parts_read: int
+    rows_seen: Counter  # sampled rows on disk per reason (the stage keeps a bounded sample)
+    urls: list[str]  # urls of every sampled row on disk (for the dropped documents' domains)
+
+
+def removed_samples(run_dir: str | Path, stage: str, per_reason: int = SAMPLES_PER_REASON) -> Samples:
+    """Samples of each drop reason drawn from every ``removed/<stage>/part-*.parquet``.
+
+    Only the ``reason`` column of each part is read first; the rows shown are then spread evenly
+    over all the candidates (so over the parts), and only those rows' text is read."""
+    import pyarrow.parquet as pq
+
+    parts = sorted((Path(run_dir) / "removed" / stage).glob("part-*.parquet"))
+    read = parts[:MAX_REMOVED_PARTS]
+    candidates: dict[str, list[tuple[int, int]]] = {}
+    urls: list[str] = []
+    for p_i, path in enumerate(read):
+        try:
+            cols = [c for c in ("reason", "url") if c in pq.read_schema(path).names]
+            table = pq.read_table(path, columns=cols)
+            reasons = table.column("reason").to_pylist()
+        except (OSError, KeyError, ValueError):  # a part being written or of an older layout
+            continue
+        if "url" in cols:
+            urls += [u for u in table.column("url").to_pylist() if u]
+        for r_i, reason in enumerate(reasons):
+            candidates.setdefault(str(reason), []).append((p_i, r_i))
+    wanted: dict[int, list[tuple[int, str]]] = {}
+    for reason, cands in candidates.items():
+        n = min(per_reason, len(cands))
+        for k in range(n):
+            p_i, r_i = cands[(k * len(cands)) // n]
+            wanted.setdefault(p_i, []).append((r_i, reason))
+    by_reason: dict[str, list[dict[str, Any]]] = {r: [] for r in candidates}
+    for p_i, rows in sorted(wanted.items()):
+        table = pq.read_table(read[p_i])
+        for r_i, reason in rows:
+            row = {k: v for k, v in table.slice(r_i, 1).to_pylist()[0].items()}
+            row["part"] = read[p_i].name
+            for key in ("text", "before", "after"):
+                if isinstance(row.get(key), str):
+                    row[key] = row[key][:SAMPLE_CHARS]
+            by_reason[reason].append(row)
+    seen = Counter({r: len(c) for r, c in candidates.items()})
+    return Samples(by_reason, len(parts), len(read), seen, urls)
+
+
+# --- kept documents: lengths, domains, scores ----------------------------------------------------
+
+
+@dataclass
+class KeptData:
+    lengths: list[int]  # characters per document
+    urls: list[str]
+    scores: dict[str, list[float]]  # annotate-mode score columns (<stage>_<score>)
+    parts_total: int
+    parts_read: int
+    rows_read: int
+
+
+def kept_documents(run_dir: str | Path, score_prefixes: list[str]) -> KeptData:
+    """Lengths, URLs and annotate-mode scores of the documents in ``data/``, bounded."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    parts = sorted((Path(run_dir) / "data").glob("part-*.parquet"))
+    lengths: list[int] = []
+    urls: list[str] = []
+    scores: dict[str, list[float]] = {}
+    read = 0
+    rows = 0
+    for path in parts[:MAX_DATA_PARTS]:
+        if rows >= MAX_DATA_ROWS:
+            break
+        try:
+            names = pq.read_schema(path).names
+            score_cols = [
+                n
+                for n in names
+                if any(n.startswith(p + "_") for p in score_prefixes) and not n.endswith("_reason")
+            ]
+            cols = [c for c in ("text", "url") if c in names] + score_cols
+            table = pq.read_table(path, columns=cols).slice(0, MAX_DATA_ROWS - rows)
+        except (OSError, ValueError):
+            continue
+        read += 1
+        rows += table.num_rows
+        if "text" in table.column_names:
+            lengths += [int(x or 0) for x in pc.utf8_length(table.column("text")).to_pylist()]
+        if "url" in table.column_names:
+            urls += [u for u in table.column("url").to_pylist() if u]
+        for c in score_cols:
+            try:
+                values = table.column(c).cast("double").to_pylist()
+            except (ValueError, TypeError, NotImplementedError):
+                continue
+            scores.setdefault(c, []).extend(v for v in values if v is not None)
+    return KeptData(lengths, urls, scores, len(parts), read, rows)
+
+
+def host_of(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    return host.lower().removeprefix("www.") if host else None
+
+
+def domain_counts(urls: list[str]) -> tuple[Counter, Counter]:
+    """(host counts, TLD counts); the TLD is the host's last label (no public-suffix lookup: offline)."""
+    hosts: Counter = Counter()
+    tlds: Counter = Counter()
+    for u in urls:
+        h = host_of(u)
+        if h:
+            hosts[h] += 1
+            tlds["." + h.rsplit(".", 1)[-1]] += 1
+    return hosts, tlds
