@@ -43,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir")
     s.add_argument("--json", action="store_true", help="print stats.json as it is")
 
-    rep = sub.add_parser("report", help="HTML report of a run directory")
+    rep = sub.add_parser(
+        "report", help="self-contained HTML report of a pipeline run or a training output directory"
+    )
     rep.add_argument("run_dir")
     rep.add_argument("-o", "--output", default=None, help="HTML file (default RUN_DIR/report.html)")
 

@@ -38,7 +38,8 @@ details{{margin:.3em 0}} summary{{cursor:pointer}}
 del{{background:#fcc;text-decoration:line-through}} ins{{background:#cfc;text-decoration:none}}
 .note{{color:#555;font-size:90%}} svg{{max-width:100%;height:auto}}
 section{{border-top:2px solid #ddd;margin-top:1.5em}}
-.grid{{display:grid;grid-template-columns:repeat(auto-fill,minmax(34em,1fr));gap:.5em}}
+.scroll{{overflow-x:auto}}
+.grid{{display:grid;grid-template-columns:repeat(auto-fill,minmax(30em,1fr));gap:.5em}}
 </style></head>
 <body>
 {body}

@@ -232,12 +232,12 @@ def training_report(out_dir: str | Path) -> str:
         )
         model = meta.get("model") or {}
         summary.append(
-            "<table id='model'>"
-            + "".join(
-                f"<tr><th>{e(str(k))}</th><td data-model='{e(str(k))}'>{e(str(v))}</td></tr>"
-                for k, v in sorted(model.items())
-            )
-            + "</table>"
+            # one row of keys over one row of values: the summary stays a few lines high
+            "<div class='scroll'><table id='model'><tr>"
+            + "".join(f"<th>{e(str(k))}</th>" for k in sorted(model))
+            + "</tr><tr>"
+            + "".join(f"<td data-model='{e(str(k))}'>{e(str(v))}</td>" for k, v in sorted(model.items()))
+            + "</tr></table></div>"
         )
         summary.append(
             "<details><summary>Training settings</summary><pre>"
@@ -274,9 +274,8 @@ def training_report(out_dir: str | Path) -> str:
     )
     note = curves.pop()
     grid = f"<div class='grid'>{''.join(curves)}</div>{note}"
-    body.append(_section("curves", "Curves", grid if all_series else "<p>No metrics yet.</p>"))
-
     body.append(_section("lineage", "Lineage", _lineage_html(lineage(meta, str(ckpt)) if meta else [])))
+    body.append(_section("curves", "Curves", grid if all_series else "<p>No metrics yet.</p>"))
 
     samples = out / "samples.jsonl"
     if samples.is_file():
