@@ -306,27 +306,26 @@ def _distributions(run: rdata.RunData, charts, dropped_urls: list[str]) -> str:
         )
     prefixes = [s["name"] for s in run.stats]
     kept = rdata.kept_documents(run.root, prefixes)
+    where = "after the last stage" if kept.source == "data" else f"in {kept.source}/ (the run is unfinished)"
     bound = (
-        f"read {kept.parts_read:,} of {kept.parts_total:,} data parts, {kept.rows_read:,} documents"
+        f"read {kept.parts_read:,} of {kept.parts_total:,} parts, {kept.rows_read:,} documents"
         f" (caps: {rdata.MAX_DATA_PARTS:,} parts, {rdata.MAX_DATA_ROWS:,} rows)"
     )
     out.append("<h3 id='lengths'>Document length</h3>")
     if kept.lengths:
-        out.append(
-            charts.histogram(
-                kept.lengths, "characters per kept document (after the last stage)", "characters", log=True
-            )
-        )
+        title = f"characters per kept document ({where})"
+        out.append(charts.histogram(kept.lengths, title, "characters", log=True))
     else:
         out.append("<p>No kept documents to measure.</p>")
     out.append(
-        f"<p class='note'>After the last stage: {bound}. Before the first filter: not recorded per document "
-        "(stats hold sums only); the mean is in the funnel table (bytes in ÷ docs in).</p>"
+        f"<p class='note'>Kept documents {e(where)}: {bound}. Before the first filter: not recorded per "
+        "document (stats hold sums only); the mean is in the funnel table (bytes in ÷ docs in).</p>"
     )
     if kept.scores:
-        out.append("<h3 id='scores'>Quality scores (annotate mode)</h3>")
+        out.append("<div id='scores'><h3>Scores recorded as columns (annotate mode, language_score)</h3>")
         for col, vals in sorted(kept.scores.items()):
             out.append(charts.histogram(vals, col, "score"))
+        out.append("</div>")
     out.append("<h3 id='domains'>Top domains and TLDs</h3>")
     for label, urls in (("kept", kept.urls), ("dropped", dropped_urls)):
         hosts, tlds = rdata.domain_counts(urls)

@@ -179,14 +179,28 @@ class KeptData:
     parts_total: int
     parts_read: int
     rows_read: int
+    source: str  # the folder read, relative to the run directory
+
+
+def documents_folder(run_dir: str | Path) -> Path:
+    """Where the latest documents of a run are: ``data/`` once the last phase wrote parts; before
+    that (an unfinished run with barriers) the last ``_work/phase-K/data`` holding parts."""
+    rd = RunDir(run_dir)
+    if any(rd.data.glob("part-*.parquet")):
+        return rd.data
+    for phase in reversed(_phases(rd)):
+        if any((phase / "data").glob("part-*.parquet")):
+            return phase / "data"
+    return rd.data
 
 
 def kept_documents(run_dir: str | Path, score_prefixes: list[str]) -> KeptData:
-    """Lengths, URLs and annotate-mode scores of the documents in ``data/``, bounded."""
+    """Lengths, URLs and annotate-mode scores of the documents in ``documents_folder``, bounded."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    parts = sorted((Path(run_dir) / "data").glob("part-*.parquet"))
+    folder = documents_folder(run_dir)
+    parts = sorted(folder.glob("part-*.parquet"))
     lengths: list[int] = []
     urls: list[str] = []
     scores: dict[str, list[float]] = {}
@@ -218,7 +232,8 @@ def kept_documents(run_dir: str | Path, score_prefixes: list[str]) -> KeptData:
             except (ValueError, TypeError, NotImplementedError):
                 continue
             scores.setdefault(c, []).extend(v for v in values if v is not None)
-    return KeptData(lengths, urls, scores, len(parts), read, rows)
+    source = str(folder.relative_to(RunDir(run_dir).root))
+    return KeptData(lengths, urls, scores, len(parts), read, rows, source)
 
 
 def host_of(url: str) -> str | None:

@@ -98,13 +98,33 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def lineage(meta: dict[str, Any], where: str) -> list[dict[str, Any]]:
+def _find(recorded: str, bases: list[Path]) -> Path | None:
+    """A path as the trainer recorded it: absolute, or relative to the directory training ran in,
+    which is unknown here: tried against the working directory and the output dir's ancestors."""
+    p = Path(recorded)
+    if p.is_absolute():
+        return p if p.exists() else None
+    for base in bases:
+        if (base / p).exists():
+            return base / p
+    return None
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def lineage(meta: dict[str, Any], where: str, out_dir: Path | None = None) -> list[dict[str, Any]]:
     """The chain from this checkpoint back through ``parent`` metas to the data's pipeline runs.
 
     Each link: ``{"what", "kind", "step", "path", "config"}`` (config: the checkpoint's config
-    sha256 or the pipeline's config hash) and for data ``{"pipeline", "config_hash"}`` read from
-    the tokens manifest when it is still on disk (paths are as recorded, relative to where the
-    training ran)."""
+    sha256 or the pipeline's config hash).  A data link also gets ``pipeline`` and ``config`` from
+    the tokens manifest (or the run's manifest.json) when it is still on disk, and ``verified``:
+    whether that manifest's sha256 still equals the one recorded at training time (None: not
+    found)."""
+    bases = [Path.cwd()] + (list(out_dir.resolve().parents)[:3] if out_dir is not None else [])
     chain: list[dict[str, Any]] = []
     node: dict[str, Any] | None = meta
     path = where
@@ -126,15 +146,18 @@ def lineage(meta: dict[str, Any], where: str) -> list[dict[str, Any]]:
                 "split": m.get("split"),
                 "path": m.get("path"),
                 "manifest_sha256": m.get("sha256"),
+                "verified": None,
             }
-            tok = _read_json(Path(str(m.get("manifest", "")))) if m.get("manifest") else None
+            found = _find(str(m["manifest"]), bases) if m.get("manifest") else None
+            tok = _read_json(found) if found else None
+            if found and m.get("sha256"):
+                link["verified"] = _sha256(found) == m["sha256"]
             if tok and isinstance(tok.get("pipeline"), dict):
                 link["pipeline"] = tok["pipeline"].get("name")
                 link["config"] = tok["pipeline"].get("config_hash")
             else:
-                run_manifest = (
-                    _read_json(Path(str(m.get("path", ""))) / "manifest.json") if m.get("path") else None
-                )
+                run_dir = _find(str(m["path"]), bases) if m.get("path") else None
+                run_manifest = _read_json(run_dir / "manifest.json") if run_dir else None
                 if run_manifest:
                     link["pipeline"] = run_manifest.get("pipeline")
                     link["config"] = run_manifest.get("config_hash")
@@ -179,6 +202,12 @@ def _lineage_html(chain: list[dict[str, Any]]) -> str:
                     else ""
                 )
             )
+            verified = link.get("verified")
+            if verified is not None:
+                word = "unchanged since training" if verified else "CHANGED since training"
+                conf += f" <span data-verified='{str(verified).lower()}'>(manifest {word})</span>"
+            elif link.get("manifest_sha256") and link.get("kind") == "tokens":
+                conf += " <span data-verified='unknown'>(manifest not found here)</span>"
         rows.append(
             f"<tr data-lineage='{i}' "
             f"data-what='{e(link['what'])}'><td>{desc}</td><td>{e(str(link.get('path')))}</td><td>{conf}</td></tr>"
@@ -274,7 +303,7 @@ def training_report(out_dir: str | Path) -> str:
     )
     note = curves.pop()
     grid = f"<div class='grid'>{''.join(curves)}</div>{note}"
-    body.append(_section("lineage", "Lineage", _lineage_html(lineage(meta, str(ckpt)) if meta else [])))
+    body.append(_section("lineage", "Lineage", _lineage_html(lineage(meta, str(ckpt), out) if meta else [])))
     body.append(_section("curves", "Curves", grid if all_series else "<p>No metrics yet.</p>"))
 
     samples = out / "samples.jsonl"

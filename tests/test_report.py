@@ -182,8 +182,10 @@ def make_run(root: Path, *, finished: bool = True, kept: int = 88) -> Path:
                 "language_score": 0.7,
             }
         )
-        _write_parquet(root / "data" / "part-00000.parquet", docs[:40])
-        _write_parquet(root / "data" / "part-00001.parquet", docs[40:])
+        # an unfinished run with a barrier has its documents in the parts of an earlier phase
+        folder = root / "data" if finished else root / "_work" / "phase-0" / "data"
+        _write_parquet(folder / "part-00000.parquet", docs[:40])
+        _write_parquet(folder / "part-00001.parquet", docs[40:])
     (root / "_work" / "phase-0" / "done").mkdir(parents=True)
     (root / "_work" / "plan.json").write_text(
         json.dumps(
@@ -421,6 +423,7 @@ def test_pipeline_report_in_chromium(tmp_path, browser):
     assert r.value('[data-key="run_docs_out"]') == stats[-1]["docs_out"]
     assert r.value('[data-key="tokens"][data-stage="train"]') == 20000
     assert r.value('[data-language="en"]') == 100
+    assert page.query_selector("#scores svg") is not None  # the language_score column of data/
     # a sample for each reason with rows on disk, from every part (short_doc is only in part 1)
     for stage, reason in [
         ("language", "language_not_kept"),
@@ -469,6 +472,8 @@ def test_interrupted_run_reports_incomplete(tmp_path, browser):
     for s in merged:
         assert r.value(f'[data-key="docs_in"][data-stage="{s["name"]}"]') == s["docs_in"]
     assert merged[0]["docs_in"] == 60 + 30  # summed over both markers
+    lengths = r.page.inner_text("#distributions")
+    assert "_work/phase-0/data/ (the run is unfinished)" in lengths and "read 2 of 2 parts" in lengths
     # winnow stats reads the same markers and says so
     res = winnow("stats", str(run), "--json")
     assert res.returncode == 0 and "incomplete" in res.stderr
@@ -515,6 +520,27 @@ def test_training_report_in_chromium(tmp_path, browser):
     text = page.inner_text("#lineage")
     assert "sft checkpoint" in text and "pretrain checkpoint" in text
     assert "synthetic" in text and "abc123def4567890" in text  # the pipeline run and its config hash
+    # the tokens manifest recorded at training time (sha256 "fff...") is not the file on disk now
+    assert page.get_attribute("[data-verified]", "data-verified") == "false"
+
+
+def test_training_lineage_verifies_the_data_manifest(tmp_path):
+    """Relative paths are found from the output dir's ancestors (training ran elsewhere), and an
+    unchanged tokens manifest is reported as such."""
+    import hashlib
+
+    sft = make_training(tmp_path)
+    meta_path = next((tmp_path / "pretrain" / "checkpoints").glob("step-*")) / "config.json"
+    manifest = tmp_path / "pipeline_run" / "tokens" / "manifest.json"
+    sft_config = next((sft / "checkpoints").glob("step-*")) / "config.json"
+    meta = json.loads(sft_config.read_text())
+    link = meta["parent"]["data"]["manifests"][0]
+    link["manifest"] = "pipeline_run/tokens/manifest.json"  # relative to tmp_path, not to the cwd
+    link["sha256"] = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    sft_config.write_text(json.dumps(meta))
+    assert meta_path.exists()
+    page = report(tmp_path, sft).read_text()
+    assert "data-verified='true'" in page and "abc123def4567890" in page
 
 
 def test_training_report_bounds_100k_rows(tmp_path):
