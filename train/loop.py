@@ -19,9 +19,9 @@ whatever the split into micro-batches, ranks and examples: micro-batch 8 × accu
 token of a micro-batch with few supervised tokens more than one of a full micro-batch, the bug of
 transformers #34191 / nanoGPT #206; counting first would need every micro-batch of the step in
 memory before the first forward.  Cost of scaling afterwards: one ``_foreach_mul_`` over the
-gradients per step (a 5 M-parameter model: ~1 ms, < 0.5 % of a CPU step).  Gradients of sums are
-N× larger than gradients of means, which fp32 gradients (the weights are fp32 also under bf16
-autocast) hold without loss of precision.
+gradients per step (5.3 M parameters: 0.6 ms on this 2-vCPU machine, against ~1-2 s per CPU
+step).  Gradients of sums are N× larger than gradients of means, which fp32 gradients (the weights
+are fp32 also under bf16 autocast) hold without loss of precision.
 
 **Optimizer.**  AdamW (β = 0.9, 0.95 by default; decoupled weight decay, which torch applies as
 ``p -= lr·wd·p``, so decay follows the schedule).  Weight decay applies to the attention and MLP
