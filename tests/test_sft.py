@@ -410,3 +410,34 @@ def test_imported_base_without_chat_tokens_gets_them(base, tmp_path, capsys):
     tok = tokenizer_of(ckpt)  # the new ids have embedding rows (this import had 37 spare rows)
     assert "<|end|>" in tok.special_tokens and max(tok.special_tokens.values()) < meta["model"]["vocab_size"]
     assert sft("--out", out, "--resume", "--max-steps", 3, "--dtype", "fp32", "--no-progress") == 0
+
+
+def test_sft_teaches_the_model_to_end_its_turn(base, tmp_path):
+    """The EOS-never-trained pitfall (trl #1623): after SFT, greedy replies to new prompts end with
+    ``<|end|>`` before the limit; the base model's never do."""
+    from tokenizer.chat import render_for_completion
+    from train.checkpoint import load_model
+    from train.generate import GenerationConfig, generate_ids
+
+    ckpt, _, data = base
+    out = tmp_path / "sft"
+    assert (
+        sft("--base", ckpt, "--data", data, "--out", out, *FLAGS, "--max-steps", 150, "--eval-every", 0) == 0
+    )
+
+    def stopped(path) -> int:
+        model, tok = load_model(path)
+        rows = reverse_rows(8, seed=9)  # prompts not in the training rows (another seed)
+        prompts = [render_for_completion(tok, [{"role": "user", "content": r["prompt"]}]) for r in rows]
+        with torch.no_grad():
+            replies = generate_ids(
+                model,
+                prompts,
+                GenerationConfig(max_new_tokens=32),
+                eos_id=tok.special_tokens["<|end|>"],
+                pad_id=tok.pad_id,
+            )
+        return sum(len(r) < 32 for r in replies)
+
+    assert stopped(ckpt) == 0
+    assert stopped(out) >= 6
