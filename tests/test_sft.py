@@ -441,3 +441,44 @@ def test_sft_teaches_the_model_to_end_its_turn(base, tmp_path):
 
     assert stopped(ckpt) == 0
     assert stopped(out) >= 6
+
+
+def test_val_file_and_init_from_alias(base, tmp_path):
+    ckpt, _, data = base
+    val = write_jsonl(
+        tmp_path / "val.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "system", "content": "reverse the words"},
+                    {"role": "user", "content": r["prompt"]},
+                    {"role": "assistant", "content": r["response"]},
+                ]
+            }
+            for r in reverse_rows(6, seed=4)
+        ],
+    )
+    out = tmp_path / "sft"
+    assert (
+        sft(
+            "--init-from",
+            ckpt,
+            "--data",
+            data,
+            "--val",
+            val,
+            "--out",
+            out,
+            *FLAGS,
+            "--max-steps",
+            2,
+            "--eval-every",
+            2,
+        )
+        == 0
+    )
+    rows = metrics(out)
+    assert "val_loss" in rows[0] and "val_loss" in rows[2]
+    meta = json.loads((out / "checkpoints/step-00000002/config.json").read_text())
+    assert meta["data"]["val"]["sha256"] == hashlib.sha256(val.read_bytes()).hexdigest()
+    assert meta["data"]["val"]["format"] == "messages" and meta["data"]["examples"] == 80
