@@ -10,6 +10,10 @@ Cases (built synthetically under a temp dir, except the demo run when ``runs/dem
   tokens/s, grad norm; a validation row every 100 steps) and one checkpoint config;
 * ``demo``: runs/demo as ``make demo`` leaves it.
 
+``--plotly-js FILE`` (plotly.min.js, e.g. from the ``plotly`` wheel's ``package_data``) also
+builds the demo report's charts (same data, same chart kinds) as a page with plotly.js inlined,
+and loads both pages in headless Chromium: the chart-library comparison (size, render time).
+
 Each case runs ``winnow report`` in a fresh process (``python -m pipeline.cli``: the import of
 matplotlib and pyarrow is part of what a user waits for), ``--repeat`` times; the median wall time
 and the file size are printed and written to ``bench/results/report_bench.json``.
@@ -205,10 +209,91 @@ def time_report(run: Path, out: Path, repeat: int) -> dict:
     }
 
 
+def plotly_page(run: Path, plotly_js: Path) -> str:
+    """The demo report's charts as plotly.js figures, the library inlined: what the alternative to
+    matplotlib SVG would weigh.  Data goes into a script, so ``<`` is escaped as ``\\u003c``."""
+    from pipeline import report_data as rdata
+
+    data = rdata.load_run(run)
+    stats = data.stats
+    labels = ["input"] + [s["name"] for s in stats]
+    figs = [
+        {
+            "type": "bar",
+            "orientation": "h",
+            "y": labels,
+            "x": [stats[0]["docs_in"]] + [s["docs_out"] for s in stats],
+        },
+        {
+            "type": "bar",
+            "orientation": "h",
+            "y": labels,
+            "x": [stats[0]["bytes_in"]] + [s["bytes_out"] for s in stats],
+        },
+    ]
+    langs = next(s["extra"]["docs_by_language"] for s in stats if s["extra"].get("docs_by_language"))
+    figs.append({"type": "bar", "orientation": "h", "y": list(langs), "x": list(langs.values())})
+    kept = rdata.kept_documents(run, [])
+    figs.append({"type": "histogram", "x": kept.lengths})
+    hosts, tlds = rdata.domain_counts(kept.urls)
+    for counts in (hosts, tlds, hosts, tlds, {"2": 1}):
+        top = counts.most_common(15) if hasattr(counts, "most_common") else list(counts.items())
+        figs.append({"type": "bar", "orientation": "h", "y": [k for k, _ in top], "x": [v for _, v in top]})
+    payload = json.dumps(figs).replace("<", "\\u003c")
+    divs = "".join(
+        f"<div id='c{i}' class='chart' style='width:640px;height:320px'></div>" for i in range(len(figs))
+    )
+    script = (
+        f"const figs = {payload};"
+        "figs.forEach((f, i) => Plotly.newPlot('c' + i, [f], {margin: {l: 120}}, {staticPlot: true}));"
+        "window.__rendered = true;"
+    )
+    return (
+        f"<!doctype html><meta charset='utf-8'><body>{divs}<script>{plotly_js.read_text()}</script>"
+        f"<script>{script}</script></body>"
+    )
+
+
+def render_times(pages: dict[str, Path], repeat: int) -> dict[str, float]:
+    """Median ms from navigation to load (plus, for plotly, until every chart is drawn)."""
+    import shutil as _shutil
+
+    from playwright.sync_api import sync_playwright
+
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
+    out = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_shutil.which("chromium"), headless=True, args=args)
+        for name, path in pages.items():
+            times = []
+            for _ in range(repeat):
+                page = browser.new_page()
+                t0 = time.perf_counter()
+                page.goto(path.as_uri())
+                page.wait_for_load_state("load")
+                if "plotly" in name:
+                    page.wait_for_function("window.__rendered === true")
+                times.append((time.perf_counter() - t0) * 1000)
+                page.close()
+            out[name] = round(statistics.median(times))
+        browser.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "report_bench.json"))
+    ap.add_argument(
+        "--plotly-js", type=Path, default=None, help="plotly.min.js: compare with plotly.js charts"
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="report_bench-"))
     try:
@@ -229,9 +314,29 @@ def main() -> None:
                 f"  incomplete={r['incomplete']}",
                 flush=True,
             )
+        comparison = None
+        demo = REPO / "runs" / "demo"
+        if args.plotly_js and "demo" in cases:
+            plotly = tmp / "demo_plotly.html"
+            plotly.write_text(plotly_page(demo, args.plotly_js))
+            ms = render_times({"matplotlib_svg": tmp / "demo.html", "plotly_js": plotly}, max(args.repeat, 5))
+            comparison = {
+                "matplotlib_svg": {
+                    "bytes": (tmp / "demo.html").stat().st_size,
+                    "render_ms": ms["matplotlib_svg"],
+                },
+                "plotly_js": {"bytes": plotly.stat().st_size, "render_ms": ms["plotly_js"]},
+            }
+            print(f"chart libraries on the demo report: {comparison}", flush=True)
         Path(args.out).write_text(
             json.dumps(
-                {"date": time.strftime("%Y-%m-%d"), "repeat": args.repeat, "results": results}, indent=1
+                {
+                    "date": time.strftime("%Y-%m-%d"),
+                    "repeat": args.repeat,
+                    "results": results,
+                    "charts": comparison,
+                },
+                indent=1,
             )
             + "\n"
         )
