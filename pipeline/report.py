@@ -185,11 +185,25 @@ def _funnel(run: rdata.RunData, charts) -> str:
             + f"<td class='n'>{mean}</td><td class='n'>{s['seconds']:,.1f}</td><td class='n'>{rate}</td></tr>"
         )
     body = head + "".join(rows) + "</table>"
+    if run.phases:
+        body += (
+            "<h3 id='phases'>Phases (wall-clock times from the task markers)</h3><table><tr><th>phase</th>"
+            "<th>stages</th><th class='n'>tasks</th><th class='n'>task wall s, summed</th>"
+            "<th class='n'>longest task s</th><th class='n'>barrier s</th></tr>"
+        )
+        for ph in run.phases:
+            barrier = f"{ph.barrier_s:,.1f}" if ph.barrier_s is not None else "-"
+            body += (
+                f"<tr><td>{ph.index}</td><td>{e(', '.join(ph.stages))}</td>"
+                f"{_num_cell(ph.tasks, 'tasks', str(ph.index))}<td class='n'>{ph.task_wall_s:,.1f}</td>"
+                f"<td class='n'>{ph.longest_task_s:,.1f}</td><td class='n'>{barrier}</td></tr>"
+            )
+        body += "</table>"
     body += (
         "<p class='note'>Task time is summed over tasks (CPU-seconds of the stage on all workers); "
         "docs/s is docs in ÷ task time, i.e. per core. Wall time per stage is not recorded "
-        "(stages of a phase run fused in one task). Bytes are UTF-8 bytes of the text (HTML before "
-        "extraction).</p>"
+        "(the stages of a phase run fused in one task): the phases table has the tasks' wall times. "
+        "Bytes are UTF-8 bytes of the text (HTML before extraction).</p>"
     )
     if stats:
         labels = ["input"] + [s["name"] for s in stats]

@@ -33,6 +33,18 @@ _PHASE_RE = re.compile(r"^phase-(\d+)$")
 
 
 @dataclass
+class PhaseTimes:
+    """Wall-clock times a phase's markers record (stage times in stats are summed task time)."""
+
+    index: int
+    stages: list[str]  # the stages its tasks ran, read included
+    tasks: int
+    task_wall_s: float  # summed over tasks (each task's start to its marker)
+    longest_task_s: float
+    barrier_s: float | None  # the barrier's own driver-side work, when the phase has one
+
+
+@dataclass
 class RunData:
     """What a run directory holds, finished or not."""
 
@@ -44,6 +56,7 @@ class RunData:
     tokens: dict[str, Any] | None = None  # tokens/manifest.json
     # per phase: (tasks with a marker, tasks planned or None when unknown)
     progress: list[tuple[int, int | None]] = field(default_factory=list)
+    phases: list[PhaseTimes] = field(default_factory=list)
 
     @property
     def pipeline(self) -> str:
@@ -67,29 +80,43 @@ def _phases(rd: RunDir) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def merge_markers(rd: RunDir) -> tuple[list[dict[str, Any]], list[tuple[int, int | None]]]:
+def merge_markers(
+    rd: RunDir,
+) -> tuple[list[dict[str, Any]], list[tuple[int, int | None]], list[PhaseTimes]]:
     """Stats summed over the task markers and barrier summaries present, in pipeline order.
 
     The order is the order stages first appear in (phase, task, position in the marker): a
     marker lists ``read`` then its phase's stages in order, and phases run in order."""
     merged: dict[str, StageStats] = {}
     progress: list[tuple[int, int | None]] = []
+    times: list[PhaseTimes] = []
     plan = read_json(rd.plan_file) if rd.plan_file.exists() else None
     for i, phase in enumerate(_phases(rd)):
         markers = sorted((phase / "done").glob("part-*.json"))
+        names: list[str] = []
+        walls: list[float] = []
         for path in markers:
-            for entry in read_json(path)["stats"]:
+            marker = read_json(path)
+            walls.append(float(marker.get("seconds") or 0.0))
+            for entry in marker["stats"]:
                 part = StageStats.from_dict(entry)
                 merged.setdefault(part.name, StageStats(part.name)).merge(part)
+                if part.name not in names:
+                    names.append(part.name)
         barrier = phase / "barrier.json"
+        barrier_s = None
         if barrier.exists():
             b = read_json(barrier)
             stage = merged.setdefault(b["stage"], StageStats(b["stage"]))
             stage.merge(StageStats(b["stage"], extra=b.get("extra", {}), seconds=b.get("seconds", 0.0)))
+            barrier_s = float(b.get("seconds", 0.0))
+            if b["stage"] not in names:
+                names.append(b["stage"])
+        times.append(PhaseTimes(i, names, len(markers), sum(walls), max(walls, default=0.0), barrier_s))
         # phase 0 has one task per planned shard; later phases' task counts are not recorded
         total = len(plan["shards"]) if plan and i == 0 else None
         progress.append((len(markers), total))
-    return [s.to_dict() for s in merged.values()], progress
+    return [s.to_dict() for s in merged.values()], progress, times
 
 
 def load_run(run_dir: str | Path) -> RunData:
@@ -102,14 +129,14 @@ def load_run(run_dir: str | Path) -> RunData:
     tokens = read_json(tokens_file) if tokens_file.exists() else None
     if rd.stats_file.exists():
         manifest = read_json(rd.manifest_file) if rd.manifest_file.exists() else None
-        _, progress = merge_markers(rd) if rd.work.is_dir() else ([], [])
-        return RunData(rd.root, read_json(rd.stats_file), True, manifest, plan, tokens, progress)
+        _, progress, times = merge_markers(rd) if rd.work.is_dir() else ([], [], [])
+        return RunData(rd.root, read_json(rd.stats_file), True, manifest, plan, tokens, progress, times)
     if not rd.work.is_dir():
         raise FileNotFoundError(
             f"{rd.root} has neither stats.json nor _work/: is {run_dir} a winnow run directory?"
         )
-    stats, progress = merge_markers(rd)
-    return RunData(rd.root, stats, False, None, plan, tokens, progress)
+    stats, progress, times = merge_markers(rd)
+    return RunData(rd.root, stats, False, None, plan, tokens, progress, times)
 
 
 # --- samples of dropped documents ----------------------------------------------------------------

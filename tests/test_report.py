@@ -241,7 +241,7 @@ def make_run(root: Path, *, finished: bool = True, kept: int = 88) -> Path:
                 part["docs_out"] = part["docs_in"] - sum(part["dropped"].values())
                 entries.append(part)
             (root / "_work" / "phase-0" / "done" / f"part-{i:05d}.json").write_text(
-                json.dumps({"index": i, "rows": entries[-1]["docs_out"], "stats": entries})
+                json.dumps({"index": i, "rows": entries[-1]["docs_out"], "stats": entries, "seconds": 2.5})
             )
     return root
 
@@ -472,6 +472,7 @@ def test_interrupted_run_reports_incomplete(tmp_path, browser):
     for s in merged:
         assert r.value(f'[data-key="docs_in"][data-stage="{s["name"]}"]') == s["docs_in"]
     assert merged[0]["docs_in"] == 60 + 30  # summed over both markers
+    assert r.value('[data-key="tasks"][data-stage="0"]') == 2  # the phases table
     lengths = r.page.inner_text("#distributions")
     assert "_work/phase-0/data/ (the run is unfinished)" in lengths and "read 2 of 2 parts" in lengths
     # winnow stats reads the same markers and says so
