@@ -211,7 +211,7 @@ def _funnel(run: rdata.RunData, charts) -> str:
             "documents": [stats[0]["docs_in"]] + [s["docs_out"] for s in stats],
             "bytes": [stats[0]["bytes_in"]] + [s["bytes_out"] for s in stats],
         }
-        body += charts.funnel(labels, series, "What is left after each stage")
+        body += charts.funnel(labels, series, "What is left after each stage", log=["bytes"])
     tok = run.tokens
     if tok and tok.get("splits"):
         body += (

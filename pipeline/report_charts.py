@@ -57,8 +57,11 @@ def barh(labels: Sequence[str], values: Sequence[float], title: str, xlabel: str
         return _svg(fig)
 
 
-def funnel(stages: Sequence[str], series: dict[str, Sequence[float]], title: str) -> str:
-    """One panel per series (documents, bytes, ...): its value after each stage."""
+def funnel(
+    stages: Sequence[str], series: dict[str, Sequence[float]], title: str, log: Sequence[str] = ()
+) -> str:
+    """One panel per series (documents, bytes, ...): its value after each stage; series named in
+    ``log`` on a log axis (bytes fall from HTML to text by ~15x, which a linear axis flattens)."""
     plt = _plt()
     with plt.rc_context(_STYLE):
         n = len(series)
@@ -70,7 +73,10 @@ def funnel(stages: Sequence[str], series: dict[str, Sequence[float]], title: str
             ax.barh(ys, values, color="#54a24b")
             ax.set_title(name)
             ax.set_yticks(ys, list(stages))
-            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 5))
+            if name in log and min(values, default=0) > 0:
+                ax.set_xscale("log")
+            else:
+                ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 5))
         axes[0][0].invert_yaxis()
         fig.suptitle(title)
         return _svg(fig)
