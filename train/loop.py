@@ -406,6 +406,33 @@ class LoopSettings:
     progress: bool = True
     compile: bool = False
 
+    @classmethod
+    def from_run(
+        cls, run: dict, args: Any, *, max_steps: int, accum: int, lr: float, warmup: int, eval_every: int
+    ) -> LoopSettings:
+        """Settings from a trainer's resolved ``run`` dict (the shared flags, after resume) and the
+        flags that are never saved (logging, progress, compile); the rest the trainer computed."""
+        return cls(
+            max_steps=max_steps,
+            accum=accum,
+            lr=lr,
+            warmup=warmup,
+            schedule=run["schedule"],
+            min_lr_ratio=run["min_lr_ratio"],
+            cooldown=run["cooldown"],
+            weight_decay=run["weight_decay"],
+            beta1=run["beta1"],
+            beta2=run["beta2"],
+            grad_clip=run["grad_clip"],
+            eval_every=eval_every,
+            save_every=run["save_every"],
+            log_every=args.log_every,
+            keep_checkpoints=args.keep_checkpoints,
+            stop_after=args.stop_after,
+            progress=not args.no_progress,
+            compile=args.compile,
+        )
+
     def schedule_kw(self) -> dict:
         return dict(
             peak=self.lr,
@@ -599,3 +626,18 @@ def run_loop(
     elif not exit_code:
         log(f"done: {step} steps, {tokens:,} tokens; checkpoints in {out / 'checkpoints'}")
     return exit_code
+
+
+def run_cli(
+    name: str, trainer: Callable[[Any], int], args: Any, errors: tuple[type[Exception], ...] = ()
+) -> int:
+    """A ``winnow train NAME`` command: usage and data errors are one line and exit 2 (no
+    traceback), a second Ctrl-C exits 130 (the first one saves a checkpoint and stops cleanly)."""
+    try:
+        return trainer(args)
+    except (UsageError, *errors) as exc:
+        print(f"winnow train {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # the second Ctrl-C: no checkpoint of the current step
+        print(f"winnow train {name}: aborted; --resume continues from the last checkpoint", file=sys.stderr)
+        return 130

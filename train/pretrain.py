@@ -45,6 +45,7 @@ from train.loop import (
     open_output,
     param_groups,
     pick_dtype,
+    run_cli,
     run_loop,
     seed_everything,
     to_device,
@@ -338,25 +339,8 @@ def _pretrain(args: argparse.Namespace, info: DistInfo) -> int:
         },
         "model": asdict(config),
     }
-    settings = LoopSettings(
-        max_steps=max_steps,
-        accum=accum,
-        lr=peak,
-        warmup=warmup,
-        schedule=run["schedule"],
-        min_lr_ratio=run["min_lr_ratio"],
-        cooldown=run["cooldown"],
-        weight_decay=run["weight_decay"],
-        beta1=run["beta1"],
-        beta2=run["beta2"],
-        grad_clip=run["grad_clip"],
-        eval_every=eval_every,
-        save_every=run["save_every"],
-        log_every=args.log_every,
-        keep_checkpoints=args.keep_checkpoints,
-        stop_after=args.stop_after,
-        progress=not args.no_progress,
-        compile=args.compile,
+    settings = LoopSettings.from_run(
+        run, args, max_steps=max_steps, accum=accum, lr=peak, warmup=warmup, eval_every=eval_every
     )
     return run_loop(
         model,
@@ -374,11 +358,4 @@ def _pretrain(args: argparse.Namespace, info: DistInfo) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        return pretrain(args)
-    except (UsageError, DataError) as exc:
-        print(f"winnow train pretrain: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # the second Ctrl-C: no checkpoint of the current step
-        print("winnow train pretrain: aborted; --resume continues from the last checkpoint", file=sys.stderr)
-        return 130
+    return run_cli("pretrain", pretrain, args, (DataError,))

@@ -74,6 +74,7 @@ from train.loop import (
     merge_settings,
     open_output,
     pick_dtype,
+    run_cli,
     run_loop,
     seed_everything,
     to_device,
@@ -618,25 +619,8 @@ def _sft(args: argparse.Namespace, info: DistInfo) -> int:
         supervised=True,
         label="sft",
     )
-    settings = LoopSettings(
-        max_steps=max_steps,
-        accum=accum,
-        lr=peak,
-        warmup=warmup,
-        schedule=run["schedule"],
-        min_lr_ratio=run["min_lr_ratio"],
-        cooldown=run["cooldown"],
-        weight_decay=run["weight_decay"],
-        beta1=run["beta1"],
-        beta2=run["beta2"],
-        grad_clip=run["grad_clip"],
-        eval_every=run["eval_every"],
-        save_every=run["save_every"],
-        log_every=args.log_every,
-        keep_checkpoints=args.keep_checkpoints,
-        stop_after=args.stop_after,
-        progress=not args.no_progress,
-        compile=args.compile,
+    settings = LoopSettings.from_run(
+        run, args, max_steps=max_steps, accum=accum, lr=peak, warmup=warmup, eval_every=run["eval_every"]
     )
     return run_loop(
         model,
@@ -654,11 +638,4 @@ def _sft(args: argparse.Namespace, info: DistInfo) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        return sft(args)
-    except (UsageError, DataError) as exc:
-        print(f"winnow train sft: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("winnow train sft: aborted; --resume continues from the last checkpoint", file=sys.stderr)
-        return 130
+    return run_cli("sft", sft, args, (DataError,))
