@@ -128,6 +128,29 @@ def test_report_of_a_real_run_shows_every_stage_count_reason_and_sampled_drop(de
     assert "<script" not in page.lower()
 
 
+def test_unfinished_run_stats_come_from_the_task_markers(demo_run, tmp_path):
+    """Without stats.json (a run killed before its end) `winnow stats` and the report sum the task
+    markers and barrier summaries: on a whole run that gives exactly stats.json, in its order."""
+    import shutil
+
+    from pipeline.report_data import load_run
+
+    _, out, _ = demo_run
+    copy = tmp_path / "unfinished"
+    shutil.copytree(out, copy)
+    (copy / "stats.json").unlink()
+    (copy / "manifest.json").unlink()
+    run = load_run(copy)
+    assert not run.complete
+    assert run.stats == json.loads((out / "stats.json").read_text())
+    res = winnow("stats", str(copy), "--json")
+    assert res.returncode == 0 and "incomplete" in res.stderr
+    assert json.loads(res.stdout) == run.stats
+    res = winnow("report", str(copy), "-o", str(tmp_path / "r.html"))
+    assert res.returncode == 0
+    assert 'data-complete="false"' in (tmp_path / "r.html").read_text()
+
+
 def test_rerun_resumes_without_work_and_fresh_reruns(demo_run):
     cfg, out, _ = demo_run
     before = read_docs(out)
