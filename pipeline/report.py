@@ -13,53 +13,12 @@ parts and rows read) and by downsampling curves (``report_charts.downsample``).
 from __future__ import annotations
 
 import difflib
-import html
 import json
 from pathlib import Path
 from typing import Any
 
 from pipeline import report_data as rdata
-
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy"
- content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
-<title>{title}</title>
-<style>
-body{{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:76em;padding:0 1em;color:#222}}
-table{{border-collapse:collapse;margin:.5em 0}}
-td,th{{border:1px solid #ccc;padding:3px 8px;vertical-align:top}}
-td.n,th.n{{text-align:right;font-variant-numeric:tabular-nums}}
-pre{{white-space:pre-wrap;word-break:break-word;max-width:100%;margin:.2em 0;font-size:90%}}
-.status{{padding:.6em 1em;border-radius:4px;font-weight:bold}}
-.incomplete{{background:#fde2c8;border:1px solid #e08a2c}}
-.complete{{background:#d8f0d8;border:1px solid #5a5}}
-details{{margin:.3em 0}} summary{{cursor:pointer}}
-del{{background:#fcc;text-decoration:line-through}} ins{{background:#cfc;text-decoration:none}}
-.note{{color:#555;font-size:90%}} svg{{max-width:100%;height:auto}}
-section{{border-top:2px solid #ddd;margin-top:1.5em}}
-.scroll{{overflow-x:auto}}
-.grid{{display:grid;grid-template-columns:repeat(auto-fill,minmax(30em,1fr));gap:.5em}}
-</style></head>
-<body>
-{body}
-</body></html>
-"""
-
-e = html.escape
-
-
-def _int(n: Any) -> str:
-    return f"{int(n):,}"
-
-
-def _num_cell(n: int, key: str, stage: str | None = None) -> str:
-    attr = f' data-stage="{e(stage)}"' if stage is not None else ""
-    return f'<td class="n" data-key="{e(key)}"{attr} data-value="{int(n)}">{_int(n)}</td>'
-
-
-def _num_span(n: int, key: str) -> str:
-    return f'<span data-key="{e(key)}" data-value="{int(n)}">{_int(n)}</span>'
+from pipeline.report_html import PAGE, e, fmt_int, num_cell, num_span, section
 
 
 def diff_html(before: str, after: str) -> tuple[str, str]:
@@ -77,10 +36,6 @@ def diff_html(before: str, after: str) -> tuple[str, str]:
     return "".join(a), "".join(b)
 
 
-def _section(sid: str, title: str, body: str) -> str:
-    return f'<section id="{sid}"><h2>{e(title)}</h2>\n{body}\n</section>'
-
-
 def _top(counts: dict[str, int], k: int = 25) -> tuple[list[str], list[int]]:
     items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     labels = [str(x) for x, _ in items[:k]]
@@ -94,7 +49,8 @@ def _top(counts: dict[str, int], k: int = 25) -> tuple[list[str], list[int]]:
 def _counts_table(counts: dict[str, int], kind: str, k: int = 25) -> str:
     labels, values = _top(counts, k)
     rows = "".join(
-        f'<tr><td>{e(label)}</td><td class="n" data-{kind}="{e(label)}" data-value="{v}">{_int(v)}</td></tr>'
+        f'<tr><td>{e(label)}</td><td class="n" data-{kind}="{e(label)}" data-value="{v}">'
+        f"{fmt_int(v)}</td></tr>"
         for label, v in zip(labels, values)
     )
     # charts draw text as paths: the table keeps the names readable, searchable and copyable
@@ -134,14 +90,14 @@ def _summary(run: rdata.RunData) -> str:
     if m.get("winnow_version"):
         rows.append(("winnow", e(str(m["winnow_version"]))))
     if run.stats:
-        rows.append(("documents read", _num_span(run.stats[0]["docs_in"], "run_docs_in")))
-        rows.append(("documents out", _num_span(run.stats[-1]["docs_out"], "run_docs_out")))
+        rows.append(("documents read", num_span(run.stats[0]["docs_in"], "run_docs_in")))
+        rows.append(("documents out", num_span(run.stats[-1]["docs_out"], "run_docs_out")))
     body = "<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
     inputs = m.get("inputs")
     if inputs:
         body += "<h3>Inputs</h3><table><tr><th>path</th><th class='n'>bytes</th></tr>"
         body += "".join(
-            f"<tr><td>{e(str(i.get('path')))}</td><td class='n'>{_int(i.get('bytes', 0))}</td></tr>"
+            f"<tr><td>{e(str(i.get('path')))}</td><td class='n'>{fmt_int(i.get('bytes', 0))}</td></tr>"
             for i in inputs[:200]
         )
         body += "</table>" + (
@@ -157,7 +113,7 @@ def _summary(run: rdata.RunData) -> str:
             "<p id='config' class='note'>Resolved config: not available "
             "(manifest.json is written when the run finishes).</p>"
         )
-    return _section("summary", "Run", body)
+    return section("summary", "Run", body)
 
 
 def _funnel(run: rdata.RunData, charts) -> str:
@@ -176,12 +132,12 @@ def _funnel(run: rdata.RunData, charts) -> str:
         mean = f"{s['bytes_out'] / s['docs_out']:,.0f}" if s["docs_out"] else "-"
         rows.append(
             f"<tr data-stage-row='{e(name)}'><td><a href='#stage-{e(name)}'>{e(name)}</a></td>"
-            + _num_cell(s["docs_in"], "docs_in", name)
-            + _num_cell(s["docs_out"], "docs_out", name)
-            + _num_cell(sum(s["dropped"].values()), "dropped", name)
+            + num_cell(s["docs_in"], "docs_in", name)
+            + num_cell(s["docs_out"], "docs_out", name)
+            + num_cell(sum(s["dropped"].values()), "dropped", name)
             + f"<td class='n'>{kept:.1f}</td>"
-            + _num_cell(s["bytes_in"], "bytes_in", name)
-            + _num_cell(s["bytes_out"], "bytes_out", name)
+            + num_cell(s["bytes_in"], "bytes_in", name)
+            + num_cell(s["bytes_out"], "bytes_out", name)
             + f"<td class='n'>{mean}</td><td class='n'>{s['seconds']:,.1f}</td><td class='n'>{rate}</td></tr>"
         )
     body = head + "".join(rows) + "</table>"
@@ -195,7 +151,7 @@ def _funnel(run: rdata.RunData, charts) -> str:
             barrier = f"{ph.barrier_s:,.1f}" if ph.barrier_s is not None else "-"
             body += (
                 f"<tr><td>{ph.index}</td><td>{e(', '.join(ph.stages))}</td>"
-                f"{_num_cell(ph.tasks, 'tasks', str(ph.index))}<td class='n'>{ph.task_wall_s:,.1f}</td>"
+                f"{num_cell(ph.tasks, 'tasks', str(ph.index))}<td class='n'>{ph.task_wall_s:,.1f}</td>"
                 f"<td class='n'>{ph.longest_task_s:,.1f}</td><td class='n'>{barrier}</td></tr>"
             )
         body += "</table>"
@@ -220,20 +176,20 @@ def _funnel(run: rdata.RunData, charts) -> str:
         )
         for split, info in tok["splits"].items():
             body += (
-                f"<tr><td>{e(split)}</td>{_num_cell(info.get('documents', 0), 'documents', split)}"
-                f"{_num_cell(info.get('tokens', 0), 'tokens', split)}<td "
+                f"<tr><td>{e(split)}</td>{num_cell(info.get('documents', 0), 'documents', split)}"
+                f"{num_cell(info.get('tokens', 0), 'tokens', split)}<td "
                 f"class='n'>{len(info.get('shards', [])):,}</td></tr>"
             )
         body += "</table>"
         tokenize = next((s for s in stats if s["name"] == "tokenize"), None)
         bpt = (tokenize or {}).get("extra", {}).get("bytes_per_token")
         if bpt:
-            vocab = _int(tok.get("vocab_size", 0))
+            vocab = fmt_int(tok.get("vocab_size", 0))
             body += (
                 f"<p>Compression: <span id='bytes-per-token'>{float(bpt):.3f}</span> bytes per token "
                 f"(vocabulary {vocab}).</p>"
             )
-    return _section("funnel", "Funnel", body)
+    return section("funnel", "Funnel", body)
 
 
 def _sample_html(row: dict[str, Any]) -> str:
@@ -257,9 +213,8 @@ def _stage(run: rdata.RunData, s: dict[str, Any], dropped_urls: list[str]) -> st
     samples = rdata.removed_samples(run.root, name)
     dropped_urls += samples.urls
     body = [
-        f"<p>{_int(s['docs_in'])} in, {_int(s['docs_out'])} kept, {_int(sum(s['dropped'].values()))} "
-        f"dropped; "
-        f"{s['seconds']:,.1f} task-seconds.</p>"
+        f"<p>{fmt_int(s['docs_in'])} in, {fmt_int(s['docs_out'])} kept, "
+        f"{fmt_int(sum(s['dropped'].values()))} dropped; {s['seconds']:,.1f} task-seconds.</p>"
     ]
     if s["dropped"]:
         body.append(
@@ -270,7 +225,7 @@ def _stage(run: rdata.RunData, s: dict[str, Any], dropped_urls: list[str]) -> st
             shown = len(samples.by_reason.get(reason, []))
             body.append(
                 f"<tr><td>{e(reason)}</td><td class='n' data-stage='{e(name)}' data-reason='{e(reason)}' "
-                f"data-value='{int(n)}'>{_int(n)}</td><td class='n'>{shown}</td></tr>"
+                f"data-value='{int(n)}'>{fmt_int(n)}</td><td class='n'>{shown}</td></tr>"
             )
         body.append("</table>")
     for reason, rows in samples.by_reason.items():
@@ -359,7 +314,7 @@ def _distributions(run: rdata.RunData, charts, dropped_urls: list[str]) -> str:
         "on disk (each task keeps a bounded sample per reason), so they show which sites were "
         "dropped, not how many.</p>"
     )
-    return _section("distributions", "Distributions", "".join(out))
+    return section("distributions", "Distributions", "".join(out))
 
 
 def pipeline_report(run_dir: str | Path) -> str:
@@ -373,9 +328,9 @@ def pipeline_report(run_dir: str | Path) -> str:
         _status(run),
         _summary(run),
         _funnel(run, charts),
-        _section("stages", "Stages", stages or "<p>No stage has finished a task yet.</p>"),
+        section("stages", "Stages", stages or "<p>No stage has finished a task yet.</p>"),
         _distributions(run, charts, dropped_urls),
-        _section(
+        section(
             "bounds",
             "Size bounds",
             f"<p class='note'>At most {rdata.SAMPLES_PER_REASON} documents per stage and reason, "

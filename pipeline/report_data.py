@@ -185,7 +185,7 @@ def removed_samples(run_dir: str | Path, stage: str, per_reason: int = SAMPLES_P
     for p_i, rows in sorted(wanted.items()):
         table = pq.read_table(read[p_i])
         for r_i, reason in rows:
-            row = {k: v for k, v in table.slice(r_i, 1).to_pylist()[0].items()}
+            row = table.slice(r_i, 1).to_pylist()[0]
             row["part"] = read[p_i].name
             for key in ("text", "before", "after"):
                 if isinstance(row.get(key), str):

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipeline.report import PAGE, _section, e
+from pipeline.report_html import PAGE, e, section
 
 MAX_POINTS = 400  # points per curve (bucket means); bounds the SVG size
 _STEP_RE = re.compile(r"^step-(\d+)$")
@@ -275,7 +275,7 @@ def training_report(out_dir: str | Path) -> str:
         )
     else:
         summary.append("<p>No checkpoint has been written.</p>")
-    body.append(_section("model-summary", "Model", "".join(summary)))
+    body.append(section("model-summary", "Model", "".join(summary)))
 
     curves = []
     done: set[str] = set()
@@ -303,14 +303,14 @@ def training_report(out_dir: str | Path) -> str:
     )
     note = curves.pop()
     grid = f"<div class='grid'>{''.join(curves)}</div>{note}"
-    body.append(_section("lineage", "Lineage", _lineage_html(lineage(meta, str(ckpt), out) if meta else [])))
-    body.append(_section("curves", "Curves", grid if all_series else "<p>No metrics yet.</p>"))
+    body.append(section("lineage", "Lineage", _lineage_html(lineage(meta, str(ckpt), out) if meta else [])))
+    body.append(section("curves", "Curves", grid if all_series else "<p>No metrics yet.</p>"))
 
     samples = out / "samples.jsonl"
     if samples.is_file():
         srows, _ = read_metrics(samples)
         body.append(
-            _section(
+            section(
                 "samples",
                 "Samples",
                 "".join(
