@@ -240,7 +240,12 @@ def training_report(out_dir: str | Path) -> str:
             "checkpoint is the last step.</p>"
         )
     else:
-        why = "no checkpoint yet" if not meta else f"latest checkpoint at step {ckpt_step} of {max_steps}"
+        if not meta:
+            why = "no checkpoint yet"
+        elif max_steps is None:  # an imported model, or a trainer that does not record its end
+            why = f"latest checkpoint at step {ckpt_step}; the run's last step is not recorded"
+        else:
+            why = f"latest checkpoint at step {ckpt_step} of {max_steps}"
         body.append(
             f'<p id="status" class="status incomplete" data-complete="false">Incomplete run: '
             f"{e(why)}; metrics up to step {last_step:,}.</p>"

@@ -562,3 +562,13 @@ def test_training_report_bounds_100k_rows(tmp_path):
     assert 'data-complete="false"' in page and "1 unreadable line" in page
     assert out.stat().st_size < 600_000, out.stat().st_size
     assert f"at most {MAX_POINTS} points" in page
+
+
+def test_training_run_stopped_before_its_last_step_is_incomplete(tmp_path):
+    sft = make_training(tmp_path)
+    config = next((sft / "checkpoints").glob("step-*")) / "config.json"
+    meta = json.loads(config.read_text())
+    meta["train"]["max_steps"] = 100
+    config.write_text(json.dumps(meta))
+    page = report(tmp_path, sft).read_text()
+    assert 'data-complete="false"' in page and "latest checkpoint at step 60 of 100" in page
