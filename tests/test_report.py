@@ -440,6 +440,8 @@ def test_pipeline_report_in_chromium(tmp_path, browser):
     text = page.inner_text("body")
     # hostile markup shows as text, in the dropped sample, the kept-domain table and the config
     assert XSS_SCRIPT in text and XSS_IMG in text
+    hostile = page.locator("pre.doc", has_text=XSS_SCRIPT).first
+    assert hostile.is_visible() and hostile.inner_text() == HOSTILE  # the whole text, as text
     assert "evil.example.net" in page.inner_text("#domains-dropped")
     # PII before/after: the changed span highlighted on both sides, markup escaped
     changed = page.query_selector('details[data-sample-reason="changed:email"]')
