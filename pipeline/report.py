@@ -278,7 +278,8 @@ def _distributions(run: rdata.RunData, charts, dropped_urls: list[str]) -> str:
     where = "after the last stage" if kept.source == "data" else f"in {kept.source}/ (the run is unfinished)"
     bound = (
         f"read {kept.parts_read:,} of {kept.parts_total:,} parts, {kept.rows_read:,} documents"
-        f" (caps: {rdata.MAX_DATA_PARTS:,} parts, {rdata.MAX_DATA_ROWS:,} rows)"
+        f" (caps: {rdata.MAX_DATA_PARTS:,} parts, {rdata.MAX_DATA_ROWS:,} rows,"
+        f" {rdata.MAX_DATA_TEXT_BYTES >> 20:,} MiB of text)"
     )
     out.append("<h3 id='lengths'>Document length</h3>")
     if kept.lengths:
@@ -337,7 +338,7 @@ def pipeline_report(run_dir: str | Path) -> str:
             f"{rdata.SAMPLE_CHARS:,} characters each, from at most {rdata.MAX_REMOVED_PARTS:,} "
             f"removed part files per stage; "
             f"lengths, scores and domains from at most {rdata.MAX_DATA_PARTS:,} data parts / "
-            f"{rdata.MAX_DATA_ROWS:,} rows; "
+            f"{rdata.MAX_DATA_ROWS:,} rows / {rdata.MAX_DATA_TEXT_BYTES >> 20:,} MiB of text; "
             "charts show at most 25 categories.</p>",
         ),
     ]

@@ -28,6 +28,7 @@ SAMPLES_PER_REASON = 5  # dropped documents shown per (stage, reason)
 SAMPLE_CHARS = 2000  # characters of a sampled document shown
 MAX_DATA_PARTS = 200  # data/part-*.parquet files read for lengths, domains, scores
 MAX_DATA_ROWS = 200_000  # rows read from those parts
+MAX_DATA_TEXT_BYTES = 256 << 20  # text read from them (a batch at a time): bounds time, not just memory
 
 _PHASE_RE = re.compile(r"^phase-(\d+)$")
 
@@ -233,32 +234,41 @@ def kept_documents(run_dir: str | Path, score_prefixes: list[str]) -> KeptData:
     scores: dict[str, list[float]] = {}
     read = 0
     rows = 0
+    text_bytes = 0
     for path in parts[:MAX_DATA_PARTS]:
-        if rows >= MAX_DATA_ROWS:
+        if rows >= MAX_DATA_ROWS or text_bytes >= MAX_DATA_TEXT_BYTES:
             break
         try:
-            names = pq.read_schema(path).names
+            pf = pq.ParquetFile(path)
+            names = pf.schema_arrow.names
             score_cols = [
                 n
                 for n in names
                 if any(n.startswith(p + "_") for p in score_prefixes) and not n.endswith("_reason")
             ]
             cols = [c for c in ("text", "url") if c in names] + score_cols
-            table = pq.read_table(path, columns=cols).slice(0, MAX_DATA_ROWS - rows)
-        except (OSError, ValueError):
+            # batch by batch: only one batch of text is in memory, and the byte budget can stop
+            # inside a part of large documents
+            for batch in pf.iter_batches(batch_size=1024, columns=cols):
+                batch = batch.slice(0, MAX_DATA_ROWS - rows)
+                rows += batch.num_rows
+                if "text" in cols:
+                    text = batch.column(cols.index("text"))
+                    lengths += [int(x or 0) for x in pc.utf8_length(text).to_pylist()]
+                    text_bytes += text.nbytes
+                if "url" in cols:
+                    urls += [u for u in batch.column(cols.index("url")).to_pylist() if u]
+                for c in score_cols:
+                    try:
+                        values = batch.column(cols.index(c)).cast("double").to_pylist()
+                    except (ValueError, TypeError, NotImplementedError):
+                        continue
+                    scores.setdefault(c, []).extend(v for v in values if v is not None)
+                if rows >= MAX_DATA_ROWS or text_bytes >= MAX_DATA_TEXT_BYTES:
+                    break
+        except (OSError, ValueError):  # a part being written by a live run
             continue
         read += 1
-        rows += table.num_rows
-        if "text" in table.column_names:
-            lengths += [int(x or 0) for x in pc.utf8_length(table.column("text")).to_pylist()]
-        if "url" in table.column_names:
-            urls += [u for u in table.column("url").to_pylist() if u]
-        for c in score_cols:
-            try:
-                values = table.column(c).cast("double").to_pylist()
-            except (ValueError, TypeError, NotImplementedError):
-                continue
-            scores.setdefault(c, []).extend(v for v in values if v is not None)
     source = str(folder.relative_to(RunDir(run_dir).root))
     return KeptData(lengths, urls, scores, len(parts), read, rows, source)
 
