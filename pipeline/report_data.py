@@ -284,12 +284,24 @@ def host_of(url: str) -> str | None:
 
 
 def domain_counts(urls: list[str]) -> tuple[Counter, Counter]:
-    """(host counts, TLD counts); the TLD is the host's last label (no public-suffix lookup: offline)."""
+    """(registered-domain counts, public-suffix counts): ``news.bbc.co.uk`` counts for
+    ``bbc.co.uk`` and ``.co.uk``.  tldextract reads the public-suffix snapshot it ships (never the
+    network, as url_filter does); a host without a public suffix (``intranet``, an IP address)
+    counts under its own name."""
+    import tldextract
+
+    extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=False, fallback_to_snapshot=True)
     hosts: Counter = Counter()
     tlds: Counter = Counter()
     for u in urls:
         h = host_of(u)
-        if h:
+        if not h:
+            continue
+        ext = extract(h)
+        if ext.suffix and ext.domain:
+            hosts[ext.top_domain_under_public_suffix] += 1
+            tlds["." + ext.suffix] += 1
+        else:
             hosts[h] += 1
-            tlds["." + h.rsplit(".", 1)[-1]] += 1
+            tlds["(IP address)" if ext.ipv4 or ext.ipv6 else "(no public suffix)"] += 1
     return hosts, tlds

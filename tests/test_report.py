@@ -442,7 +442,7 @@ def test_pipeline_report_in_chromium(tmp_path, browser):
     assert XSS_SCRIPT in text and XSS_IMG in text
     hostile = page.locator("pre.doc", has_text=XSS_SCRIPT).first
     assert hostile.is_visible() and hostile.inner_text() == HOSTILE  # the whole text, as text
-    assert "evil.example.net" in page.inner_text("#domains-dropped")
+    assert "example.net" in page.inner_text("#domains-dropped")  # evil.example.net, by registered domain
     # PII before/after: the changed span highlighted on both sides, markup escaped
     changed = page.query_selector('details[data-sample-reason="changed:email"]')
     assert changed.query_selector("del").inner_text() == "bob@example.com"
@@ -574,3 +574,13 @@ def test_training_run_stopped_before_its_last_step_is_incomplete(tmp_path):
     config.write_text(json.dumps(meta))
     page = report(tmp_path, sft).read_text()
     assert 'data-complete="false"' in page and "latest checkpoint at step 60 of 100" in page
+
+
+def test_domains_count_registered_domains_and_public_suffixes():
+    from pipeline.report_data import domain_counts
+
+    hosts, tlds = domain_counts(
+        ["https://news.bbc.co.uk/a", "http://www.bbc.co.uk/b", "http://intranet/p", "http://10.0.0.1/", "bad"]
+    )
+    assert hosts == {"bbc.co.uk": 2, "intranet": 1, "10.0.0.1": 1}
+    assert tlds == {".co.uk": 2, "(no public suffix)": 1, "(IP address)": 1}
