@@ -132,6 +132,55 @@ def _sft_parser(train_sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_lazy("train.sft"))
 
 
+def _preference_parser(train_sub: argparse._SubParsersAction, name: str, **kw) -> argparse._ArgumentGroup:
+    """The flags ``winnow train reward`` and ``winnow train dpo`` share (``train.preference``);
+    returns the optimization group for the trainer's own flags."""
+    p = train_sub.add_parser(name, **kw)
+    d = p.add_argument_group("data")
+    d.add_argument("--base", "--init-from", dest="base", metavar="CKPT", help="checkpoint to start from")
+    d.add_argument(
+        "--data",
+        action="append",
+        metavar="FILE",
+        help="preference rows (.jsonl[.gz]): prompt + chosen + rejected, or HH transcripts; repeatable",
+    )
+    add_val_flags(p)
+    d.add_argument("--out", required=True, metavar="DIR", help="output: checkpoints/, metrics.jsonl")
+    o, _, length = add_shared_flags(
+        p,
+        micro_batch="pairs per forward pass and rank (default 4)",
+        lr="peak learning rate (default: 0.1 x the base model's peak_lr())",
+        seed="data order, head init and the --val-fraction hold-out (default 0)",
+        eval_every=50,
+        save_every=500,
+    )
+    length.add_argument("--epochs", type=float, help="passes over the pairs (default 1)")
+    o.add_argument(
+        "--batch-pairs",
+        type=int,
+        help="global batch in pairs; accumulation = this / (micro-batch*world) (default micro-batch*world)",
+    )
+    _schedule_flags(o, warmup="3%% of steps", min_lr_ratio=0.0, weight_decay=0.0)
+    p.set_defaults(handler=_lazy(f"train.{name}"))
+    return o
+
+
+def _reward_parser(train_sub: argparse._SubParsersAction) -> None:
+    o = _preference_parser(
+        train_sub,
+        "reward",
+        help="train a Bradley-Terry reward model on preference pairs",
+        description="A scalar head on the base's last hidden state at each sequence's last real token, "
+        "trained with -log sigmoid(r_chosen - r_rejected - margin). Validation: pairwise val_accuracy.",
+    )
+    o.add_argument("--margin", type=float, help="added to every pair's own `margin` field (default 0)")
+    o.add_argument(
+        "--normalize",
+        metavar="FILE",
+        help="after training, set gain/bias so scores of these SFT rows have mean 0, std 1",
+    )
+
+
 def _pretrain_parser(train_sub: argparse._SubParsersAction) -> None:
     p = train_sub.add_parser(
         "pretrain",
@@ -269,6 +318,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     train_sub = train.add_subparsers(dest="train_command", required=True)
     _pretrain_parser(train_sub)
     _sft_parser(train_sub)
+    _reward_parser(train_sub)
     _generate_parser(sub)
     _chat_parser(sub)
     _export_parser(sub)

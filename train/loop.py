@@ -375,6 +375,9 @@ class Task:
     ``val_*`` metrics, called on the bare (un-DDP'd) model; it must reduce over ranks itself and
     switch the model to eval and back.  ``supervised``: log the running count of supervised tokens
     (``supervised_tokens``), for masked objectives where it differs from ``tokens``.
+    ``train_metrics()`` → extra training metrics (the preference trainers' ``rewards/*``, accuracy)
+    that ``loss`` accumulated since the previous call; called on every rank whenever a metrics line
+    is written, so it may all-reduce.
     """
 
     batches: Batches
@@ -383,6 +386,7 @@ class Task:
     evaluate: Callable[[torch.nn.Module], dict] | None = None
     supervised: bool = False
     label: str = "train"
+    train_metrics: Callable[[], dict] | None = None
 
 
 @dataclass
@@ -601,6 +605,8 @@ def run_loop(
                         tokens_per_s=n_tok / dt,
                         elapsed_s=time.perf_counter() - t_start,
                     )
+                    if task.train_metrics is not None:
+                        record.update(task.train_metrics())
                     if peak_fl and flops_per_token:
                         record["mfu"] = flops_per_token * n_tok / dt / (peak_fl * info.world_size)
                 if s.eval_every and task.evaluate is not None and (step % s.eval_every == 0 or final):

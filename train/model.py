@@ -357,6 +357,7 @@ class GPT(nn.Module):
         kv_cache: KVCache | None = None,
         last_only: bool = False,
         doc_ids: torch.Tensor | None = None,
+        return_hidden: bool = False,
     ) -> torch.Tensor:
         """idx (B, T) token ids → logits (B, T, V).  Losses live in ``train/losses.py``.
 
@@ -366,6 +367,8 @@ class GPT(nn.Module):
         ``doc_ids`` (B, T): several documents packed in one window (SFT): attention stays inside each
         document and positions restart per document (see ``_packed_positions``).  The explicit mask
         costs SDPA's fused causal path: measured in bench/README.md (SFT packing vs padding).
+        ``return_hidden``: the final normed hidden states (B, T, C) instead of logits, for heads other
+        than the LM head (the reward model's scalar head, ``train/reward.py``).
         """
         T = idx.shape[1]
         if doc_ids is not None:
@@ -380,6 +383,8 @@ class GPT(nn.Module):
         if kv_cache is not None:
             kv_cache.advance(T)
         x = self.norm(x)
+        if return_hidden:
+            return x[:, -1:] if last_only else x
         if last_only:
             x = x[:, -1:]
         return self.lm_head(x)
