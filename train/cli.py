@@ -312,6 +312,27 @@ def _import_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_lazy("train.import_hf"))
 
 
+def _playground_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "playground",
+        help="a local web page to try checkpoints: decoding settings, streaming, chat, tokens",
+        description='Serve a web page and its HTTP API (DESIGN.md "Playground HTTP API") over the given '
+        "checkpoints only; it binds 127.0.0.1 unless --host says otherwise.",
+    )
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        metavar="DIR",
+        help="training output dir (its latest checkpoint), its checkpoints/, or a step (repeatable)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this host only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--max-concurrent", type=int, default=2, help="generations at once; more answer 429 (default 2)"
+    )
+    p.set_defaults(handler=_lazy("train.playground"))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train``, ``generate``, ``chat`` and ``export`` to winnow's parser."""
     train = sub.add_parser("train", help="train a GPT on a run's token shards")
@@ -323,3 +344,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     _chat_parser(sub)
     _export_parser(sub)
     _import_parser(sub)
+    _playground_parser(sub)
