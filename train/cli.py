@@ -181,6 +181,25 @@ def _reward_parser(train_sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _dpo_parser(train_sub: argparse._SubParsersAction) -> None:
+    o = _preference_parser(
+        train_sub,
+        "dpo",
+        help="direct preference optimisation of a chat model (sigmoid loss, frozen reference)",
+        description="DPO against the frozen --base (the reference, whose log-probs are computed once). "
+        "Logs rewards/chosen|rejected|margins|accuracies (TRL's names); a falling rewards/chosen is normal.",
+    )
+    o.add_argument(
+        "--beta", type=float, help="DPO beta: the strength of the pull to the reference (default 0.1)"
+    )
+    o.add_argument("--sft-weight", type=float, help="weight of an NLL term on the chosen replies (default 0)")
+    o.add_argument(
+        "--live-reference",
+        action="store_true",
+        help="compute reference log-probs in every step instead of once before training (memory: two models)",
+    )
+
+
 def _pretrain_parser(train_sub: argparse._SubParsersAction) -> None:
     p = train_sub.add_parser(
         "pretrain",
@@ -340,6 +359,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _pretrain_parser(train_sub)
     _sft_parser(train_sub)
     _reward_parser(train_sub)
+    _dpo_parser(train_sub)
     _generate_parser(sub)
     _chat_parser(sub)
     _export_parser(sub)

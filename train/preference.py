@@ -334,12 +334,12 @@ def prepare(
     *,
     defaults: dict,
     run_defining: tuple[str, ...],
-    max_len: int | None = None,
+    context_extra: int = 0,
     log=lambda *a: None,
 ) -> Setup:
     """Resolve flags (resume included), load the base (or the resumed checkpoint), copy the tokenizer
-    into OUT/tokenizer, read and render the pairs, and size the batch.  ``max_len``: tokens kept per
-    sequence, default the model's block_size (DPO passes block_size + 1: inputs plus shifted targets)."""
+    into OUT/tokenizer, read and render the pairs, and size the batch.  Sequences keep
+    ``block_size + context_extra`` tokens (DPO passes 1: block_size inputs plus the shifted target)."""
     out = Path(args.out)
     ckpt = open_output(out, args.resume)
     saved = ckpt["meta"]["train"] if ckpt else None
@@ -405,7 +405,7 @@ def prepare(
     elif run["val_fraction"]:
         pairs, val_pairs = _split(pairs, run["val_fraction"], run["seed"])
         val_lineage = {"fraction": run["val_fraction"], "rows": len(val_pairs), "seed": run["seed"]}
-    max_len = max_len or config.block_size
+    max_len = config.block_size + context_extra
     train_ex, val_ex = render_pairs(tokenizer, pairs, max_len), render_pairs(tokenizer, val_pairs, max_len)
     if not len(train_ex):
         raise DataError("no training pair has a reply token within the context")
