@@ -7,7 +7,9 @@ Starlette's TestClient; the concurrency bound and disconnects use a real uvicorn
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -32,6 +34,7 @@ from train.playground import Playground, create_app  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS.mkdir(exist_ok=True)
 SPELL = "Hi é!XY"  # distinct bytes, one 2-byte character
 REPLY = "Sure!"
 
@@ -363,10 +366,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def serve(pg: Playground):
+    """``pg`` behind a real uvicorn on 127.0.0.1 (a free port), in a thread; yields its URL."""
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(pg), host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    deadline = time.time() + 20
+    while not server.started:
+        assert time.time() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        t.join(10)
+
+
 @pytest.fixture
 def served(ckpts, monkeypatch):
-    """A Playground (max_concurrent=1) behind uvicorn on 127.0.0.1; each forward takes >= 20 ms so a
-    generation is still running when the test acts."""
+    """A Playground (max_concurrent=1) behind uvicorn; each forward takes >= 20 ms so a generation
+    is still running when the test acts."""
     dirs, _, _ = ckpts
     real = pgmod._Recorder.__call__
 
@@ -376,17 +397,8 @@ def served(ckpts, monkeypatch):
 
     monkeypatch.setattr(pgmod._Recorder, "__call__", slow)
     pg = Playground([dirs["random"]], max_concurrent=1)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(pg), host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.time() + 20
-    while not server.started:
-        assert time.time() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield pg, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    t.join(10)
+    with serve(pg) as url:
+        yield pg, url
 
 
 def _wait(cond, timeout: float = 10.0) -> None:
@@ -447,3 +459,106 @@ def test_the_page_is_served_with_a_same_origin_policy(client):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert "connect-src 'self'" in r.headers["content-security-policy"]
     assert "winnow playground" in r.text
+
+
+# --- the page in headless Chromium ----------------------------------------------------------------
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _api_text(url: str, body: dict) -> tuple[str, list[int]]:
+    r = httpx.post(f"{url}/api/generate", json=body, timeout=60)
+    evs = events(r.text)[:-1]
+    return "".join(e["text"] for e in evs), [e["token_id"] for e in evs if e["token_id"] is not None]
+
+
+def test_the_page_in_chromium(ckpts):
+    dirs, tok, models = ckpts
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("chromium is not installed: `make install` installs it (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    pg = Playground([dirs["random"], dirs["speller"], dirs["chat"]])
+    with serve(pg) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            console, requests, errors = [], [], []
+            page.on("console", lambda m: console.append((m.type, m.text)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url + "/")
+            page.wait_for_selector("#model option[value=random]", state="attached")
+
+            def run(expect_status: str = "tokens/s") -> None:
+                page.click("#generate")
+                page.wait_for_function(
+                    "s => document.getElementById('status').textContent.includes(s)", arg=expect_status
+                )
+
+            # 1-3: completion, greedy: the streamed text is the API's and winnow generate's
+            page.select_option("#model", "random")
+            assert "base" in page.inner_text("#model-info")
+            page.fill("#prompt", "The river")
+            page.select_option("#strategy", "greedy")
+            assert page.is_disabled("#temperature") and page.is_disabled("#num_beams")
+            page.fill("#max_new_tokens", "20")
+            run()
+            shown = page.eval_on_selector("#generated", "e => e.textContent")
+            ids = page.eval_on_selector_all(
+                "#generated .tok[data-id]", "es => es.map(e => Number(e.dataset.id))"
+            )
+            body = {"model": "random", "prompt": "The river", "max_new_tokens": 20, "logprobs": 5}
+            assert (shown, ids) == _api_text(url, body)
+            want = generate(models["random"], tok, "The river", GenerationConfig(max_new_tokens=20))[0]
+            assert (shown, ids) == (want.text, want.token_ids)
+            # 4: the prompt's token view has the tokenizer's ids
+            page.wait_for_selector("#prompt-tokens .pt")
+            pids = page.eval_on_selector_all("#prompt-tokens .pt", "es => es.map(e => Number(e.dataset.id))")
+            assert pids == tok.encode_ordinary("The river")
+            # seeded top-p sampling
+            page.select_option("#strategy", "top_p")
+            assert page.is_enabled("#temperature") and page.is_disabled("#num_beams")
+            page.fill("#seed", "7")
+            page.fill("#temperature", "0.9")
+            run()
+            shown = page.eval_on_selector("#generated", "e => e.textContent")
+            body = {**body, "strategy": "top_p", "seed": 7, "temperature": 0.9}
+            assert shown == _api_text(url, body)[0]
+            page.hover("#generated .tok[data-id]:not(:empty)")
+            assert "id " in page.inner_text("#tip")
+            page.screenshot(path=str(ARTIFACTS / "playground-completion.png"), full_page=True)
+            # a chat turn keeps its history
+            page.select_option("#model", "chat")
+            page.click("#tab-chat")
+            page.select_option("#strategy", "greedy")
+            page.fill("#chat-input", "hi <|end|>")
+            run()
+            page.wait_for_selector("#history .msg.assistant")
+            msgs = page.eval_on_selector_all("#history .msg", "es => es.map(e => e.lastChild.textContent)")
+            assert msgs == ["hi <|end|>", REPLY]
+            page.screenshot(path=str(ARTIFACTS / "playground-chat.png"), full_page=True)
+            assert not [m for m in console if m[0] == "error"], console
+            # a bad setting: the server's error is shown (Chromium logs the 400 response itself)
+            page.select_option("#model", "random")
+            page.click("#tab-completion")
+            page.fill("#max_new_tokens", "99999")
+            page.click("#generate")
+            page.wait_for_function(
+                "() => document.getElementById('error').textContent.includes('max_new_tokens')"
+            )
+            assert not errors, errors
+            assert [m for m in console if m[0] == "error"] == [
+                ("error", "Failed to load resource: the server responded with a status of 400 (Bad Request)")
+            ], console
+            assert requests and all(r.startswith(url + "/") for r in requests), requests
+        finally:
+            browser.close()
