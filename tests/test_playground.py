@@ -447,6 +447,35 @@ def test_generation_runs_off_the_event_loop(served):
         assert pg.active == 1
 
 
+def test_winnow_playground_serves_on_127_0_0_1(ckpts):
+    import psutil
+
+    dirs, _, _ = ckpts
+    port = _free_port()
+    argv = [sys.executable, "-m", "pipeline.cli", "playground", "--checkpoint", str(dirs["speller"])]
+    proc = subprocess.Popen([*argv, "--port", str(port), "--device", "cpu"], cwd=REPO, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/api/models", timeout=5)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.time() < deadline, "winnow playground did not start"
+                time.sleep(0.2)
+        assert [m["id"] for m in r.json()] == ["speller"]
+        listening = [c.laddr for c in psutil.Process(proc.pid).net_connections("tcp") if c.status == "LISTEN"]
+        assert [(a.ip, a.port) for a in listening] == [("127.0.0.1", port)]
+        toks = events(
+            httpx.post(f"http://127.0.0.1:{port}/api/generate", json={"model": "speller", "prompt": ""}).text
+        )
+        assert "".join(e.get("text", "") for e in toks) == SPELL
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        proc.stderr.close()
+
+
 def test_cli_parser():
     from pipeline.cli import _parser
 

@@ -349,6 +349,7 @@ def _playground_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-concurrent", type=int, default=2, help="generations at once; more answer 429 (default 2)"
     )
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
     p.set_defaults(handler=_lazy("train.playground"))
 
 

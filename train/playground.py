@@ -145,6 +145,7 @@ class Model:
     info: dict = field(default_factory=dict)
     error: str | None = None
     loaded: Any = None
+    device: str = "cpu"
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def describe(self) -> None:
@@ -199,13 +200,13 @@ class Model:
                 from train.checkpoint import load_model
 
                 try:
-                    self.loaded = load_model(self.dir, device="cpu")
+                    self.loaded = load_model(self.dir, device=self.device)
                 except Exception as e:
                     raise RequestError("model", f"model {self.id}: cannot load {self.dir}: {e}", 500) from e
             return self.loaded
 
 
-def build_models(paths: list[str | Path]) -> dict[str, Model]:
+def build_models(paths: list[str | Path], device: str = "cpu") -> dict[str, Model]:
     """Id -> Model for the given folders; ids are unique (``-2``, ``-3`` appended)."""
     models: dict[str, Model] = {}
     for p in paths:
@@ -213,7 +214,7 @@ def build_models(paths: list[str | Path]) -> dict[str, Model]:
         mid, n = base, 2
         while mid in models:
             mid, n = f"{base}-{n}", n + 1
-        m = Model(id=mid, given=Path(p))
+        m = Model(id=mid, given=Path(p), device=device)
         m.describe()
         models[mid] = m
     return models
@@ -490,10 +491,10 @@ def run_generation(
 class Playground:
     """Served models, the concurrency bound and a record of recent generations (for tests)."""
 
-    def __init__(self, checkpoints: list[str | Path], max_concurrent: int = 2):
+    def __init__(self, checkpoints: list[str | Path], max_concurrent: int = 2, device: str = "cpu"):
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be >= 1")
-        self.models = build_models(checkpoints)
+        self.models = build_models(checkpoints, device)
         self.max_concurrent = max_concurrent
         self.slots = threading.BoundedSemaphore(max_concurrent)
         self.active = 0
@@ -641,8 +642,12 @@ def main(args: argparse.Namespace) -> int:
     if not args.checkpoint:
         print("winnow playground: give at least one --checkpoint DIR", file=sys.stderr)
         return 2
+    from train.generate import resolve_device
+
     try:
-        pg = Playground(args.checkpoint, max_concurrent=args.max_concurrent)
+        # the device winnow generate picks for the same flag, so both give the same ids
+        device = str(resolve_device(args.device))
+        pg = Playground(args.checkpoint, max_concurrent=args.max_concurrent, device=device)
     except ValueError as e:
         print(f"winnow playground: {e}", file=sys.stderr)
         return 2
