@@ -574,10 +574,41 @@ def test_the_page_in_chromium(ckpts):
             page.wait_for_selector("#history .msg.assistant")
             msgs = page.eval_on_selector_all("#history .msg", "es => es.map(e => e.lastChild.textContent)")
             assert msgs == ["hi <|end|>", REPLY]
+            # regenerate replaces the last reply; edit takes the conversation back to a user message
+            page.click("#history .msg.assistant button.regen")
+            page.wait_for_function(
+                "() => document.querySelectorAll('#history .msg').length === 2 "
+                "&& document.getElementById('status').textContent.includes('tokens/s')"
+            )
+            msgs = page.eval_on_selector_all("#history .msg", "es => es.map(e => e.lastChild.textContent)")
+            assert msgs == ["hi <|end|>", REPLY]
             page.screenshot(path=str(ARTIFACTS / "playground-chat.png"), full_page=True)
+            page.click("#history .msg.user button.edit")
+            assert page.eval_on_selector_all("#history .msg", "es => es.length") == 0
+            assert page.input_value("#chat-input") == "hi <|end|>"
+            # compare: greedy from the random model (A) against seeded top-k from it (B)
+            page.click("#tab-compare")
+            page.select_option("#model", "random")
+            page.fill("#prompt", "The river")
+            page.fill("#max_new_tokens", "15")
+            page.select_option("#model-b", "random")
+            page.select_option("#strategy-b", "top_k")
+            assert page.is_disabled("#num_beams-b") and page.is_enabled("#seed-b")
+            page.fill("#top_k-b", "5")
+            page.fill("#seed-b", "3")
+            page.click("#generate")
+            page.wait_for_function(
+                "() => ['a', 'b'].every(c => "
+                "document.getElementById('status-' + c).textContent.includes('tokens/s'))"
+            )
+            base = {"model": "random", "prompt": "The river", "max_new_tokens": 15}
+            assert page.eval_on_selector("#out-a", "e => e.textContent") == _api_text(url, base)[0]
+            b_body = {**base, "strategy": "top_k", "top_k": 5, "seed": 3}
+            assert page.eval_on_selector("#out-b", "e => e.textContent") == _api_text(url, b_body)[0]
+            assert "15 tokens" in page.inner_text("#status-a") and "15 tokens" in page.inner_text("#status-b")
+            page.screenshot(path=str(ARTIFACTS / "playground-compare.png"), full_page=True)
             assert not [m for m in console if m[0] == "error"], console
             # a bad setting: the server's error is shown (Chromium logs the 400 response itself)
-            page.select_option("#model", "random")
             page.click("#tab-completion")
             page.fill("#max_new_tokens", "99999")
             page.click("#generate")
