@@ -357,6 +357,44 @@ def test_special_token_text_from_a_request_stays_text(client, ckpts):
     assert tok.eot_id not in [t["id"] for t in r["tokens"]]
 
 
+def test_next_token_view_shows_what_temperature_and_top_k_top_p_do(client, ckpts):
+    _, tok, models = ckpts
+    toks, _ = stream(client, {"model": "random", "prompt": "ab", "max_new_tokens": 6})
+    gen = [e["token_id"] for e in toks]
+    for pos in (0, 3):
+        r = client.post(
+            "/api/next_token", json={"model": "random", "prompt": "ab", "generated": gen[:pos], "k": 10}
+        )
+        assert r.status_code == 200, r.text
+        d = r.json()
+        assert d["position"] == pos and d["tokens"][0]["token_id"] == gen[pos]  # greedy took the top one
+        assert d["kept"] == tok.vocab_size and all(t["kept"] for t in d["tokens"])
+        with torch.no_grad():
+            seq = torch.tensor([[tok.eot_id, *b"ab", *gen[:pos]]])
+            p = models["random"](seq)[0, -1].softmax(-1)
+        assert [t["p_model"] for t in d["tokens"]] == pytest.approx(p.topk(10).values.tolist(), abs=1e-5)
+    body = {"model": "random", "prompt": "ab", "strategy": "top_k", "top_k": 5, "temperature": 2.0, "k": 12}
+    d = client.post("/api/next_token", json=body).json()
+    rows = d["tokens"]
+    assert d["kept"] == 5 and [t["kept"] for t in rows] == [True] * 5 + [False] * 7
+    assert sum(t["p_final"] for t in rows[:5]) == pytest.approx(1.0, abs=1e-4)
+    assert all(t["p_final"] == 0 for t in rows[5:])
+    assert rows[0]["p_temperature"] < rows[0]["p_model"]  # a higher temperature flattens the top
+    d = client.post(
+        "/api/next_token", json={**body, "strategy": "top_p", "top_k": None, "top_p": 0.05}
+    ).json()
+    assert d["kept"] >= 1 and d["kept_model_mass"] > 0
+    for bad, field in (
+        ({"generated": [10**6]}, "generated"),
+        ({"generated": "x"}, "generated"),
+        ({"k": 0}, "k"),
+        ({"seed": 1}, "seed"),
+        ({"model": "../random"}, "model"),
+    ):
+        r = client.post("/api/next_token", json={"model": "random", "prompt": "ab", **bad})
+        assert r.status_code in (400, 404) and r.json()["field"] == field, r.text
+
+
 # --- a real server: the concurrency bound and disconnects ---------------------------------------
 
 
@@ -553,6 +591,18 @@ def test_the_page_in_chromium(ckpts):
             page.wait_for_selector("#prompt-tokens .pt")
             pids = page.eval_on_selector_all("#prompt-tokens .pt", "es => es.map(e => Number(e.dataset.id))")
             assert pids == tok.encode_ordinary("The river")
+            # the next-token view at the third output token: greedy took the model's top token
+            page.click("#generated .tok[data-id]:nth-child(3)")
+            page.wait_for_selector("#next-view table")
+            first = page.eval_on_selector("#next-view tr:nth-child(2) td:nth-child(2)", "e => e.textContent")
+            assert int(first) == ids[2]
+            # top-k 5 in the sidebar: the view now shows 15 of its 20 tokens cut away
+            page.select_option("#strategy", "top_k")
+            page.fill("#top_k", "5")
+            page.dispatch_event("#top_k", "change")
+            page.wait_for_function("() => document.querySelectorAll('#next-view tr.cut').length === 15")
+            page.screenshot(path=str(ARTIFACTS / "playground-next-token.png"), full_page=True)
+            page.fill("#top_k", "")
             # seeded top-p sampling
             page.select_option("#strategy", "top_p")
             assert page.is_enabled("#temperature") and page.is_disabled("#num_beams")

@@ -484,6 +484,55 @@ def run_generation(
     }
 
 
+MAX_NEXT_TOKENS_SHOWN = 50
+
+
+def next_token_distribution(model, tokenizer, ids: list[int], generated: list[int], cfg, k: int) -> dict:
+    """The distribution of the token after ``ids + generated``, as the sampler sees it: the model's
+    probabilities (``p_model``), after temperature (``p_temperature``; sampling strategies) and what
+    the sampler finally draws from after top-k / top-p (``p_final``, 0 = cut away), for the ``k`` most
+    likely tokens (``train.generate.process_logits``: the same steps in the same order)."""
+    import torch
+
+    from train.generate import SAMPLING, process_logits
+
+    seq = ids + generated
+    with torch.no_grad():
+        logits = model(torch.tensor([seq], device=model.rope_cos.device), last_only=True)[0, -1].float()
+    seen = None
+    if cfg.repetition_penalty != 1.0:
+        seen = torch.zeros(1, logits.numel(), dtype=torch.bool, device=logits.device)
+        seen[0, torch.tensor(seq, device=logits.device)] = True
+    p_model = logits.softmax(-1)
+    p_temp = (logits / cfg.temperature).softmax(-1) if cfg.strategy in SAMPLING else None
+    final = process_logits(logits[None], cfg, seen)[0]
+    p_final = final.softmax(-1)
+    kept = int(torch.isfinite(final).sum())
+    vals, order = torch.topk(p_model, min(k, p_model.numel()))
+    rows = []
+    for p, i in zip(vals.tolist(), order.tolist()):
+        rows.append(
+            {
+                "token_id": i,
+                "text": _token_text(tokenizer, i),
+                "p_model": round(p, 6),
+                "p_temperature": None if p_temp is None else round(float(p_temp[i]), 6),
+                "p_final": round(float(p_final[i]), 6),
+                "kept": bool(torch.isfinite(final[i])),
+            }
+        )
+    return {
+        "position": len(generated),
+        "strategy": cfg.strategy,
+        "temperature": cfg.temperature,
+        "top_k": cfg.top_k,
+        "top_p": cfg.top_p,
+        "kept": kept,  # tokens the sampler can draw (greedy/beam: all, it takes the top one)
+        "kept_model_mass": round(float(p_model[torch.isfinite(final)].sum()), 6),
+        "tokens": rows,
+    }
+
+
 # --------------------------------------------------------------------------------------------------
 # the app
 
@@ -566,6 +615,50 @@ def create_app(pg: Playground) -> FastAPI:
         except RequestError as e:
             return _error(e)
         return JSONResponse({"tokens": [{"id": i, "text": _token_text(tok, i)} for i in ids]})
+
+    @app.post("/api/next_token")
+    async def next_token(request: Request):
+        """Not in DESIGN's contract (an addition for the page's next-token view): ``{"model",
+        "prompt" | "messages", "generated": [ids so far], "strategy", "temperature", "top_k",
+        "top_p", "repetition_penalty", "k"}`` -> ``next_token_distribution``."""
+        try:
+            body = await _json_body(request)
+            if not isinstance(body, dict):
+                raise RequestError(None, "the body must be a JSON object")
+            extra = {f: body.pop(f) for f in ("generated", "k") if f in body}
+            if any(f in body for f in ("num_beams", "max_new_tokens", "stop", "seed", "logprobs")):
+                bad = next(
+                    f for f in ("num_beams", "max_new_tokens", "stop", "seed", "logprobs") if f in body
+                )
+                raise RequestError(bad, f"{bad} does not apply to the next-token view")
+            m, settings = parse_generate(body, pg.models)
+            cfg = generation_config(settings)
+            k = _number(extra, "k", 1, MAX_NEXT_TOKENS_SHOWN, integer=True) or 20
+            model, tok = await run_in_threadpool(m.load)
+            generated = extra.get("generated") or []
+            V = model.config.vocab_size
+            if (
+                not isinstance(generated, list)
+                or len(generated) > MAX_NEW_TOKENS
+                or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < V for t in generated)
+            ):
+                raise RequestError(
+                    "generated", f"generated must be a list of at most {MAX_NEW_TOKENS} ids < {V}"
+                )
+            ids = prompt_ids(tok, settings)
+            if len(ids) + len(generated) > model.config.block_size:
+                raise RequestError(
+                    "generated", f"prompt + generated exceed the context of {model.config.block_size}"
+                )
+            if not pg.slots.acquire(blocking=False):
+                raise RequestError(None, f"busy: {pg.max_concurrent} generation(s) already running", 429)
+            try:
+                out = await run_in_threadpool(next_token_distribution, model, tok, ids, generated, cfg, k)
+            finally:
+                pg.slots.release()
+        except RequestError as e:
+            return _error(e)
+        return JSONResponse(out)
 
     @app.post("/api/generate")
     async def generate(request: Request):
