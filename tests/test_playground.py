@@ -612,6 +612,8 @@ def test_the_page_in_chromium(ckpts):
             shown = page.eval_on_selector("#generated", "e => e.textContent")
             body = {**body, "strategy": "top_p", "seed": 7, "temperature": 0.9}
             assert shown == _api_text(url, body)[0]
+            cfg = GenerationConfig(strategy="top_p", seed=7, temperature=0.9, max_new_tokens=20)
+            assert shown == generate(models["random"], tok, "The river", cfg)[0].text
             page.hover("#generated .tok[data-id]:not(:empty)")
             assert "id " in page.inner_text("#tip")
             page.screenshot(path=str(ARTIFACTS / "playground-completion.png"), full_page=True)
@@ -670,5 +672,55 @@ def test_the_page_in_chromium(ckpts):
                 ("error", "Failed to load resource: the server responded with a status of 400 (Bad Request)")
             ], console
             assert requests and all(r.startswith(url + "/") for r in requests), requests
+        finally:
+            browser.close()
+
+
+def test_page_stop_button_and_an_unavailable_model(ckpts, tmp_path, monkeypatch):
+    """Stop aborts the request and the server cancels that generation; a missing checkpoint is
+    shown with its error and does not break the page."""
+    dirs, _, _ = ckpts
+    from playwright.sync_api import sync_playwright
+
+    real = pgmod._Recorder.__call__
+
+    def slow(self, *a, **kw):
+        time.sleep(0.05)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(pgmod._Recorder, "__call__", slow)
+    pg = Playground([dirs["random"], tmp_path / "gone"])
+    with serve(pg) as url, sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url + "/")
+            page.wait_for_selector("#model option[value=gone]", state="attached")
+            page.fill("#prompt", "a")
+            page.fill("#max_new_tokens", "200")
+            page.click("#generate")
+            page.wait_for_function("() => document.querySelectorAll('#generated .tok').length >= 3")
+            page.click("#stop-btn")
+            page.wait_for_function(
+                "() => document.getElementById('status').textContent.startsWith('stopped')"
+            )
+            _wait(lambda: len(pg.recent) == 1)
+            assert pg.recent[-1]["finish_reason"] == "cancelled" and pg.recent[-1]["tokens"] < 150
+            assert page.is_enabled("#generate")
+            page.select_option("#model", "gone")
+            assert "does not exist" in page.inner_text("#model-info")
+            page.click("#generate")
+            page.wait_for_function(
+                "() => document.getElementById('error').textContent.includes('does not exist')"
+            )
+            page.select_option("#model", "random")
+            page.fill("#max_new_tokens", "3")
+            page.click("#generate")
+            page.wait_for_function("() => document.getElementById('status').textContent.includes('3 tokens')")
+            assert not errors, errors
         finally:
             browser.close()
