@@ -238,6 +238,15 @@ def test_reward_learns_records_lineage_and_kind(base, pairs_file, tmp_path):  # 
     assert meta["data"]["val"] == {"fraction": 0.25, "rows": 15, "seed": 0} and meta["data"]["pairs"] == 45
     state = torch.load(out / "checkpoints/step-00000030/model.pt", weights_only=True)
     assert state["score_head.weight"].shape == (1, 64)
+    # a reward model cannot generate: load_model and `winnow generate` say so (exit 2, no traceback)
+    from helpers import winnow
+
+    from train.checkpoint import load_model
+
+    with pytest.raises(ValueError, match="is a reward model"):
+        load_model(out)
+    res = winnow("generate", "--checkpoint", str(out), "--prompt", "hi")
+    assert res.returncode == 2 and "is a reward model" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_resume_reproduces_the_uninterrupted_reward_run(base, pairs_file, tmp_path):  # noqa: F811

@@ -176,6 +176,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     from train.model import GPT
 
     ckpt = load_checkpoint(path, map_location="cpu")
+    if ckpt["meta"].get("kind") == "reward":
+        # a scalar head on the backbone: it scores text, it has no next-token distribution to use
+        raise ValueError(
+            f"{ckpt['dir']} is a reward model (kind: reward): it scores text and cannot generate; "
+            "use it as the reward of PPO, or generate with the SFT checkpoint it was trained from"
+        )
     model = GPT(ckpt["config"])
     model.load_state_dict(ckpt["state_dict"])
     model.to(device).eval()

@@ -646,10 +646,10 @@ def main(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
         prompts = read_prompts(args)
         device = resolve_device(args.device)
+        model, tokenizer = load_for_generation(args, device)  # a missing or reward checkpoint: exit 2
     except (ValueError, OSError) as e:
         print(f"winnow generate: {e}", file=sys.stderr)
         return 2
-    model, tokenizer = load_for_generation(args, device)
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
     out = sys.stdout
