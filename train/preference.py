@@ -28,13 +28,9 @@ pad, so the padding never changes a real position's output.
 from __future__ import annotations
 
 import argparse
-import atexit
 import hashlib
 import math
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,13 +42,19 @@ import torch
 from tokenizer.chat import ChatFormatError, render_conversation, require_chat_tokens, validate_messages
 from train.checkpoint import load_checkpoint, resolve_checkpoint
 from train.data import DataError, load_tokenizer
-from train.loop import UsageError, check_settings, merge_settings, open_output
+from train.loop import UsageError, open_output
 from train.model import GPTConfig
 from train.parallel import DistInfo
 
 # sft's row reader and validation split are reused as they are (one behaviour for
 # every post-training trainer); they are private there for now.
-from train.sft import _read_lines, _split
+from train.sft import (
+    _read_lines,
+    copy_base_tokenizer,
+    parent_lineage,
+    read_train_and_val,
+    resolve_base_run,
+)
 
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
 
@@ -295,7 +297,6 @@ SHARED_RUN_DEFINING = (
     "base", "data", "val", "val_fraction", "batch_pairs", "lr", "schedule", "warmup", "cooldown",
     "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip", "seed",
 )  # fmt: skip
-RESUMABLE = ("micro_batch", "max_steps", "epochs", "eval_every", "save_every")
 
 
 @dataclass
@@ -317,17 +318,6 @@ class Setup:
     accum: int
 
 
-def _parent(base_dir: Path, base: dict) -> dict:
-    return {
-        "path": str(base_dir),
-        "step": base["meta"].get("step"),
-        "config_sha256": hashlib.sha256((base_dir / "config.json").read_bytes()).hexdigest(),
-        "kind": base["meta"].get("kind", "pretrain"),
-        "data": base["meta"].get("data"),
-        "parent": base["meta"].get("parent"),
-    }
-
-
 def prepare(
     args: argparse.Namespace,
     info: DistInfo,
@@ -343,28 +333,9 @@ def prepare(
     out = Path(args.out)
     ckpt = open_output(out, args.resume)
     saved = ckpt["meta"]["train"] if ckpt else None
-    names = set(defaults) | set(run_defining) | set(RESUMABLE)
-    given = {name: getattr(args, name, None) for name in names}
-    for name in ("base", "val"):
-        if given[name] is not None:
-            given[name] = os.path.abspath(given[name])
-    if given["data"] is not None:
-        given["data"] = [os.path.abspath(p) for p in given["data"]]
-    run = merge_settings(given, saved, defaults=defaults, fixed=run_defining)
-    if args.max_steps is not None or args.epochs is not None:
-        run["max_steps"], run["epochs"] = args.max_steps, args.epochs
-    if not run["base"]:
-        raise UsageError("--base CKPT is required (the checkpoint to start from)")
-    if not run["data"]:
-        raise UsageError("--data FILE.jsonl is required")
-    vf = run["val_fraction"]
-    if vf is not None and not 0 < vf < 1:
-        raise UsageError(f"--val-fraction must be in (0, 1) (got {vf})")
-    if run["epochs"] is not None and run["epochs"] <= 0:
-        raise UsageError(f"--epochs must be > 0 (got {run['epochs']})")
-    if run["batch_pairs"] is not None and run["batch_pairs"] < 1:
-        raise UsageError(f"--batch-pairs must be >= 1 (got {run['batch_pairs']})")
-    check_settings(run, args)
+    run = resolve_base_run(
+        args, saved, defaults=defaults, run_defining=run_defining, batch_flag="batch_pairs"
+    )
 
     tok_dir = out / "tokenizer"
     if ckpt is not None:
@@ -378,15 +349,9 @@ def prepare(
         except FileNotFoundError as exc:
             raise UsageError(f"--base: {exc}") from None
         base = load_checkpoint(base_dir)
-        config, state_dict, parent = base["config"], base["state_dict"], _parent(base_dir, base)
+        config, state_dict, parent = base["config"], base["state_dict"], parent_lineage(base_dir, base)
         base_kind = parent["kind"]
-        if not info.is_main:  # a private copy: ranks must not write one folder at once
-            tok_dir = Path(tempfile.mkdtemp(prefix="winnow-pref-")) / "tokenizer"
-            atexit.register(shutil.rmtree, tok_dir.parent, True)
-        elif tok_dir.exists():
-            shutil.rmtree(tok_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(base_dir / "tokenizer", tok_dir)
+        tok_dir = copy_base_tokenizer(base_dir, out, info)
         tokenizer = load_tokenizer(tok_dir)
         try:
             require_chat_tokens(tokenizer)
@@ -394,17 +359,7 @@ def prepare(
             # a preference trainer starts from a chat model: an SFT adds the tokens (and the format)
             raise UsageError(f"--base: {exc}; run `winnow train sft` on it first") from None
 
-    pairs, files = [], []
-    for path in run["data"]:
-        p, lineage = read_pairs(path)
-        pairs += p
-        files.append(lineage)
-    val_pairs, val_lineage = [], None
-    if run["val"]:
-        val_pairs, val_lineage = read_pairs(run["val"])
-    elif run["val_fraction"]:
-        pairs, val_pairs = _split(pairs, run["val_fraction"], run["seed"])
-        val_lineage = {"fraction": run["val_fraction"], "rows": len(val_pairs), "seed": run["seed"]}
+    pairs, files, val_pairs, val_lineage = read_train_and_val(run, read_pairs)
     max_len = config.block_size + context_extra
     train_ex, val_ex = render_pairs(tokenizer, pairs, max_len), render_pairs(tokenizer, val_pairs, max_len)
     if not len(train_ex):

@@ -55,7 +55,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -404,24 +404,29 @@ def make_evaluate(
 # The run
 
 
-def _abs(path: str) -> str:
-    return os.path.abspath(path)
-
-
-def resolve_args(args: argparse.Namespace, saved: dict | None) -> dict:
-    names = set(DEFAULTS) | set(RUN_DEFINING) | set(RESUMABLE)
+def resolve_base_run(
+    args: argparse.Namespace,
+    saved: dict | None,
+    *,
+    defaults: dict,
+    run_defining: tuple[str, ...],
+    batch_flag: str,
+) -> dict:
+    """The settings of a trainer that starts from ``--base`` (sft, reward, dpo): the given flags
+    over the saved run (resume) over ``defaults``, paths made absolute, and the checks they share;
+    ``batch_flag`` names the trainer's global-batch flag (``batch_rows``, ``batch_pairs``)."""
+    names = set(defaults) | set(run_defining) | set(RESUMABLE)
     given = {name: getattr(args, name, None) for name in names}
-    if given["base"] is not None:
-        given["base"] = _abs(given["base"])
+    for name in ("base", "val"):
+        if given[name] is not None:
+            given[name] = os.path.abspath(given[name])
     if given["data"] is not None:
-        given["data"] = [_abs(p) for p in given["data"]]
-    if given["val"] is not None:
-        given["val"] = _abs(given["val"])
-    run = merge_settings(given, saved, defaults=DEFAULTS, fixed=RUN_DEFINING)
+        given["data"] = [os.path.abspath(p) for p in given["data"]]
+    run = merge_settings(given, saved, defaults=defaults, fixed=run_defining)
     if args.max_steps is not None or args.epochs is not None:  # the run's length: given, else saved
         run["max_steps"], run["epochs"] = args.max_steps, args.epochs
     if not run["base"]:
-        raise UsageError("--base CKPT is required (the checkpoint to fine-tune)")
+        raise UsageError("--base CKPT is required (the checkpoint to start from)")
     if not run["data"]:
         raise UsageError("--data FILE.jsonl is required")
     vf = run["val_fraction"]
@@ -429,10 +434,63 @@ def resolve_args(args: argparse.Namespace, saved: dict | None) -> dict:
         raise UsageError(f"--val-fraction must be in (0, 1) (got {vf})")
     if run["epochs"] is not None and run["epochs"] <= 0:
         raise UsageError(f"--epochs must be > 0 (got {run['epochs']})")
-    if run["batch_rows"] is not None and run["batch_rows"] < 1:
-        raise UsageError(f"--batch-rows must be >= 1 (got {run['batch_rows']})")
+    if run[batch_flag] is not None and run[batch_flag] < 1:
+        raise UsageError(f"--{batch_flag.replace('_', '-')} must be >= 1 (got {run[batch_flag]})")
     check_settings(run, args)
     return run
+
+
+def resolve_args(args: argparse.Namespace, saved: dict | None) -> dict:
+    return resolve_base_run(
+        args, saved, defaults=DEFAULTS, run_defining=RUN_DEFINING, batch_flag="batch_rows"
+    )
+
+
+def parent_lineage(base_dir: Path, base: dict) -> dict:
+    """What a checkpoint records of the checkpoint it started from (and, through it, the pipeline
+    run that made the pretraining data)."""
+    return {
+        "path": str(base_dir),
+        "step": base["meta"].get("step"),
+        "config_sha256": hashlib.sha256((base_dir / "config.json").read_bytes()).hexdigest(),
+        "kind": base["meta"].get("kind", "pretrain"),
+        "data": base["meta"].get("data"),
+        "parent": base["meta"].get("parent"),
+    }
+
+
+def copy_base_tokenizer(base_dir: Path, out: Path, info: DistInfo) -> Path:
+    """The run's own copy of the base's tokenizer, ``OUT/tokenizer``, which every checkpoint copies
+    (never a checkpoint's folder, which pruning may delete).  Ranks other than the main one get a
+    private temp copy: ranks must not write one folder at once."""
+    tok_dir = out / "tokenizer"
+    if not info.is_main:
+        tok_dir = Path(tempfile.mkdtemp(prefix="winnow-train-")) / "tokenizer"
+        atexit.register(shutil.rmtree, tok_dir.parent, True)
+    elif tok_dir.exists():
+        shutil.rmtree(tok_dir)  # left by a run that failed before its first checkpoint
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(base_dir / "tokenizer", tok_dir)
+    return tok_dir
+
+
+def read_train_and_val(
+    run: dict, reader: Callable[[str], tuple[list, dict]]
+) -> tuple[list, list, list, dict | None]:
+    """(train rows, their files' lineage, val rows, val lineage) from ``--data`` and ``--val`` or a
+    seeded ``--val-fraction`` hold-out; ``reader(path) -> (rows, lineage)``."""
+    rows, files = [], []
+    for path in run["data"]:
+        got, lineage = reader(path)
+        rows += got
+        files.append(lineage)
+    val, val_lineage = [], None
+    if run["val"]:
+        val, val_lineage = reader(run["val"])
+    elif run["val_fraction"]:
+        rows, val = _split(rows, run["val_fraction"], run["seed"])
+        val_lineage = {"fraction": run["val_fraction"], "rows": len(val), "seed": run["seed"]}
+    return rows, files, val, val_lineage
 
 
 def _chat_ready(model: GPT, tokenizer, tok_dir: Path, log):
@@ -500,40 +558,17 @@ def _sft(args: argparse.Namespace, info: DistInfo) -> int:
         base = load_checkpoint(base_dir)
         model = GPT(base["config"])
         model.load_state_dict(base["state_dict"])
-        if not info.is_main:  # a private copy: ranks must not write one folder at once
-            tok_dir = Path(tempfile.mkdtemp(prefix="winnow-sft-")) / "tokenizer"
-            atexit.register(shutil.rmtree, tok_dir.parent, True)
-        elif tok_dir.exists():
-            shutil.rmtree(tok_dir)  # left by a run that failed before its first checkpoint
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(base_dir / "tokenizer", tok_dir)
+        tok_dir = copy_base_tokenizer(base_dir, out, info)
         tokenizer = load_tokenizer(tok_dir)
         model, tokenizer = _chat_ready(model, tokenizer, tok_dir, log)
-        parent = {
-            "path": str(base_dir),
-            "step": base["meta"].get("step"),
-            "config_sha256": hashlib.sha256((base_dir / "config.json").read_bytes()).hexdigest(),
-            "kind": base["meta"].get("kind", "pretrain"),
-            "data": base["meta"].get("data"),
-            "parent": base["meta"].get("parent"),
-        }
+        parent = parent_lineage(base_dir, base)
     config = model.config
     device = info.device
     model.to(device)
     T = config.block_size
 
     # ---- data
-    train_convs, files = [], []
-    for path in run["data"]:
-        convs, lineage = read_conversations(path)
-        train_convs += convs
-        files.append(lineage)
-    val_convs, val_lineage = [], None
-    if run["val"]:
-        val_convs, val_lineage = read_conversations(run["val"])
-    elif run["val_fraction"]:
-        train_convs, val_convs = _split(train_convs, run["val_fraction"], run["seed"])
-        val_lineage = {"fraction": run["val_fraction"], "rows": len(val_convs), "seed": run["seed"]}
+    train_convs, files, val_convs, val_lineage = read_train_and_val(run, read_conversations)
     train_ex = render_examples(tokenizer, train_convs, T)
     val_ex = render_examples(tokenizer, val_convs, T)
     if not train_ex.x:
