@@ -36,7 +36,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -58,7 +58,7 @@ from train.loop import (
 )
 from train.losses import IGNORE
 from train.model import GPT
-from train.parallel import DistInfo, all_reduce_sum, init_distributed, shutdown_distributed
+from train.parallel import DistInfo, all_reduce_sum
 from train.preference import (
     SHARED_DEFAULTS,
     SHARED_RUN_DEFINING,
@@ -240,17 +240,9 @@ def _load_reference_model(s, device) -> GPT:
 # The run
 
 
-def dpo(args: argparse.Namespace) -> int:
-    info = init_distributed(args.device)
-    try:
-        return _dpo(args, info)
-    finally:
-        shutdown_distributed()
-
-
-def _dpo(args: argparse.Namespace, info: DistInfo) -> int:
+def dpo(args: argparse.Namespace, info: DistInfo, log: Callable[..., None]) -> int:
+    """``winnow train dpo`` (run through ``train.loop.run_cli``)."""
     out = Path(args.out)
-    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if info.is_main else (lambda *a: None)
     args.live_reference = args.live_reference or None  # a flag left out keeps the checkpoint's value
     # contexts of T + 1 tokens: T inputs and their shifted targets
     s = prepare(args, info, defaults=DEFAULTS, run_defining=RUN_DEFINING, context_extra=1, log=log)

@@ -68,7 +68,14 @@ import torch
 
 from pipeline.atomic import atomic_write_text
 from train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from train.parallel import DistInfo, all_reduce_max, all_reduce_sum, parallelize
+from train.parallel import (
+    DistInfo,
+    all_reduce_max,
+    all_reduce_sum,
+    init_distributed,
+    parallelize,
+    shutdown_distributed,
+)
 
 TIMING_KEYS = ("tokens_per_s", "mfu", "elapsed_s")  # the only metrics that differ between equal runs
 
@@ -635,12 +642,22 @@ def run_loop(
 
 
 def run_cli(
-    name: str, trainer: Callable[[Any], int], args: Any, errors: tuple[type[Exception], ...] = ()
+    name: str,
+    trainer: Callable[[Any, DistInfo, Callable[..., None]], int],
+    args: Any,
+    errors: tuple[type[Exception], ...] = (),
 ) -> int:
-    """A ``winnow train NAME`` command: usage and data errors are one line and exit 2 (no
-    traceback), a second Ctrl-C exits 130 (the first one saves a checkpoint and stops cleanly)."""
+    """A ``winnow train NAME`` command: ``trainer(args, info, log)`` inside the process group
+    (torchrun's, or a single process), ``log`` printing on the main rank only; usage and data errors
+    are one line and exit 2 (no traceback), a second Ctrl-C exits 130 (the first one saves a
+    checkpoint and stops cleanly)."""
     try:
-        return trainer(args)
+        info = init_distributed(args.device)
+        try:
+            log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if info.is_main else (lambda *a: None)
+            return trainer(args, info, log)
+        finally:
+            shutdown_distributed()
     except (UsageError, *errors) as exc:
         print(f"winnow train {name}: error: {exc}", file=sys.stderr)
         return 2

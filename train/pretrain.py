@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -52,7 +52,7 @@ from train.loop import (
 )
 from train.losses import token_cross_entropy
 from train.model import GPT, GPTConfig
-from train.parallel import DistInfo, all_reduce_sum, init_distributed, shutdown_distributed
+from train.parallel import DistInfo, all_reduce_sum
 
 __all__ = ["TIMING_KEYS", "UsageError", "lr_at", "main", "param_groups", "pretrain", "resolve_args"]
 
@@ -215,17 +215,9 @@ def _task(loader: PretrainLoader, device: torch.device, evaluate_fn) -> Task:
     )
 
 
-def pretrain(args: argparse.Namespace) -> int:
-    info = init_distributed(args.device)
-    try:
-        return _pretrain(args, info)
-    finally:
-        shutdown_distributed()
-
-
-def _pretrain(args: argparse.Namespace, info: DistInfo) -> int:
+def pretrain(args: argparse.Namespace, info: DistInfo, log: Callable[..., None]) -> int:
+    """``winnow train pretrain`` (run through ``train.loop.run_cli``)."""
     out = Path(args.out)
-    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if info.is_main else (lambda *a: None)
     ckpt = open_output(out, args.resume)
     run = resolve_args(args, ckpt["meta"]["train"] if ckpt else None)
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -59,7 +59,7 @@ from train.loop import (
     to_device,
 )
 from train.model import GPT, GPTConfig
-from train.parallel import DistInfo, all_reduce_sum, init_distributed, shutdown_distributed
+from train.parallel import DistInfo, all_reduce_sum
 from train.preference import (
     SHARED_DEFAULTS,
     SHARED_RUN_DEFINING,
@@ -251,17 +251,9 @@ def _normalize_final(out: Path, path: str, device, micro_batch: int, log) -> Non
 # The run
 
 
-def reward(args: argparse.Namespace) -> int:
-    info = init_distributed(args.device)
-    try:
-        return _reward(args, info)
-    finally:
-        shutdown_distributed()
-
-
-def _reward(args: argparse.Namespace, info: DistInfo) -> int:
+def reward(args: argparse.Namespace, info: DistInfo, log: Callable[..., None]) -> int:
+    """``winnow train reward`` (run through ``train.loop.run_cli``)."""
     out = Path(args.out)
-    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if info.is_main else (lambda *a: None)
     s = prepare(args, info, defaults=DEFAULTS, run_defining=RUN_DEFINING, log=log)
     run = s.run
     seed_everything(run["seed"])  # the head's init

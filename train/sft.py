@@ -53,7 +53,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -81,7 +80,7 @@ from train.loop import (
 )
 from train.losses import IGNORE, token_cross_entropy
 from train.model import GPT
-from train.parallel import DistInfo, all_reduce_sum, init_distributed, shutdown_distributed
+from train.parallel import DistInfo, all_reduce_sum
 
 DEFAULTS = {
     "micro_batch": 8,
@@ -527,17 +526,9 @@ def _split(convs: list, fraction: float, seed: int) -> tuple[list, list]:
     return [c for i, c in enumerate(convs) if i not in held], [c for i, c in enumerate(convs) if i in held]
 
 
-def sft(args: argparse.Namespace) -> int:
-    info = init_distributed(args.device)
-    try:
-        return _sft(args, info)
-    finally:
-        shutdown_distributed()
-
-
-def _sft(args: argparse.Namespace, info: DistInfo) -> int:
+def sft(args: argparse.Namespace, info: DistInfo, log: Callable[..., None]) -> int:
+    """``winnow train sft`` (run through ``train.loop.run_cli``)."""
     out = Path(args.out)
-    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if info.is_main else (lambda *a: None)
     ckpt = open_output(out, args.resume)
     run = resolve_args(args, ckpt["meta"]["train"] if ckpt else None)
 
