@@ -293,13 +293,16 @@ def link_task(run_dir: RunDir, phase: Phase, task: Task) -> dict[str, Any]:
     dst = run_dir.phase_data(phase.index, task.last) / f"{part_name(task.index)}.parquet"
     atomic_link(src, dst)
     meta = pq.ParquetFile(dst).metadata
-    names = meta.schema.names
-    payload = [c for c in ("text", "html") if c in names][:1]
-    # the bytes StageRunner would have counted (content_bytes of every batch), from one column
-    nbytes = 0
-    if payload:
-        column = pq.read_table(dst, columns=payload).column(0)
-        nbytes = int(pc.sum(pc.binary_length(column)).as_py() or 0)
+    # The bytes StageRunner would have counted (content_bytes of every batch): what the stage that
+    # wrote the part counted going out, from its marker (no read of the corpus on the driver);
+    # only a part written by the reader alone has no such count, and its text column is summed.
+    written = read_json(run_dir.marker(phase.index - 1, task.index))["stats"][-1]
+    if written["name"] != "read" and written["docs_out"] == meta.num_rows:
+        nbytes = written["bytes_out"]
+    else:
+        payload = [c for c in ("text", "html") if c in meta.schema.names][:1]
+        column = pq.read_table(dst, columns=payload).column(0) if payload else None
+        nbytes = int(pc.sum(pc.binary_length(column)).as_py() or 0) if column is not None else 0
     stats = StageStats(phase.barrier.name, docs_in=meta.num_rows, docs_out=meta.num_rows)
     stats.bytes_in = stats.bytes_out = nbytes
     marker = {

@@ -130,6 +130,16 @@ def test_pass_through_barriers_link_parts_instead_of_copying(tmp_path, barrier_s
     assert len(list(run.work.glob("phase-*/done/*.json"))) == 3 * len(parts)
 
 
+def test_a_linked_part_right_after_the_reader_counts_the_same_bytes(tmp_path, barrier_stages):
+    """No per-row stage before the pass-through barrier: its bytes come from the part's text column
+    (the reader's marker does not count them as StageRunner does); still equal to the copy path."""
+    linked = run_pipeline(spec_for(tmp_path, [{"test_pass_a": {}}], "linked"), in_process=True)
+    copied = run_pipeline(spec_for(tmp_path, [{"test_copy_a": {}}], "copied"), in_process=True)
+    a, b = linked.stats[-1], copied.stats[-1]
+    assert {**a, "name": "", "seconds": 0} == {**b, "name": "", "seconds": 0}
+    assert a["bytes_in"] > 0
+
+
 def test_a_finished_run_keeps_no_corpus_copy_and_reruns_instantly(tmp_path, barrier_stages):
     spec = spec_for(tmp_path, [URL_FILTER, {"test_copy_a": {}}, {"test_pass_b": {}}], "out")
     first = run_pipeline(spec, in_process=True)
