@@ -252,7 +252,10 @@ def run_task(spec: PipelineSpec, root: str, phase: Phase, task: Task) -> dict[st
         path = run_dir.removed(runner.stage.name, index)
         samples = runner.samples + runner.stage.changed_samples
         if samples:
-            write_table_atomic(path, pa.Table.from_pylist(samples))
+            # every key of every row: from_pylist alone takes the columns of the first row only, and a
+            # dropped-row sample first would lose a later changed sample's before/after
+            columns = list(dict.fromkeys(k for row in samples for k in row))
+            write_table_atomic(path, pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in samples]))
         else:
             path.unlink(missing_ok=True)
 

@@ -32,6 +32,7 @@ reuses worker processes, so a second task on the same worker pays nothing.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -196,6 +197,11 @@ def content_bytes(batch: pa.RecordBatch) -> int:
     return 0
 
 
+# before/after excerpts of rewritten rows (Stage.sample_change)
+CHANGE_CONTEXT = 200
+CHANGE_CHARS = 1500
+
+
 class Stage:
     """A per-row stage.  Subclasses set ``name`` (the YAML key), ``Params`` and ``resources``."""
 
@@ -219,6 +225,27 @@ class Stage:
         # dropped-row samples in ``removed/<stage>/``.
         self.changed_samples: list[dict[str, Any]] = []
         self.sample_limit = 20
+
+    def sample_change(self, reason: str, doc_id: str | None, before: str, after: str) -> None:
+        """Keep a before/after excerpt of a rewritten row (``changed_samples``), at most
+        ``sample_limit`` per ``reason`` in this task.  The excerpt starts ``CHANGE_CONTEXT``
+        characters before the first difference and keeps ``CHANGE_CHARS`` of each side: enough for
+        the report to highlight the change, bounded so that a 1 MB page costs 2 KB of sample."""
+        seen = sum(1 for s in self.changed_samples if s["reason"] == reason)
+        if seen >= self.sample_limit:
+            return
+        # character-wise on purpose (text, not paths): the length of the equal start of both sides
+        first = len(os.path.commonprefix([before, after]))  # noqa: RUF071
+        lo = max(0, first - CHANGE_CONTEXT)
+        self.changed_samples.append(
+            {
+                "id": doc_id,
+                "reason": reason,
+                "before": before[lo : lo + CHANGE_CHARS],
+                "after": after[lo : lo + CHANGE_CHARS],
+                "text_chars": len(before),
+            }
+        )
 
     @classmethod
     def check_pipeline(cls, params: Params, before: list[str]) -> list[str]:

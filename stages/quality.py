@@ -165,6 +165,9 @@ class QualityFilter(Stage):
     resources = Resources(cpus=1, memory_mb=1024)
     # score name -> Arrow type of its annotate column
     SCORES: ClassVar[dict[str, pa.DataType]] = {}
+    # what a filter that rewrites kept text does to it: the before/after samples' reason
+    # ``changed:<CHANGE>`` (C4 removes lines; the report shows them highlighted)
+    CHANGE: ClassVar[str] = "text"
 
     def setup(self) -> None:
         # spaCy's import and rules (~0.6 s, once per worker process) load here, not in a batch
@@ -213,6 +216,13 @@ class QualityFilter(Stage):
         reasons = [reason for reason, _, _ in judged]
         if any(new is not None for _, _, new in judged):
             new_texts = [t if new is None else new for t, (_, _, new) in zip(texts, judged)]
+            ids = batch.column("id").to_pylist() if "id" in names else [None] * len(texts)
+            changed = 0
+            for doc_id, text, (reason, _, new) in zip(ids, texts, judged):
+                if reason is None and new is not None:
+                    changed += 1
+                    self.sample_change(f"changed:{self.CHANGE}", doc_id, text, new)
+            self.stats.count("docs_changed", changed)
             batch = batch.set_column(names.index("text"), "text", pa.array(new_texts, pa.string()))
         if any(reasons):
             batch = batch.filter(pa.array([r is None for r in reasons], pa.bool_()))
@@ -475,6 +485,7 @@ class C4Quality(QualityFilter):
 
     name = "c4_quality"
     Params = C4QualityParams
+    CHANGE = "lines_removed"
     SCORES: ClassVar[dict[str, pa.DataType]] = {
         "lines": pa.int64(),
         "lines_removed": pa.int64(),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ import pytest
 from helpers import read_docs, winnow, write_config
 
 from pipeline.config import ConfigError, load_pipelines
-from pipeline.stage import StageRunner
+from pipeline.stage import CHANGE_CHARS, CHANGE_CONTEXT, StageRunner
 from stages.quality import (
     DATATROVE_REASONS,
     C4Quality,
@@ -811,6 +812,26 @@ def test_c4_removes_lines_and_rewrites_text():
     assert stage.stats.bytes_out < stage.stats.bytes_in
 
 
+def test_c4_keeps_before_after_samples_of_rewritten_documents():
+    """The report shows C4's line removal as before/after: only kept, rewritten documents are
+    sampled (not the dropped one, not the unchanged one), bounded per task."""
+    stage = make(C4Quality)
+    run(stage, [PAGE, PAGE_4_SENTENCES, "\n".join(DE), PAGE, PAGE], [None, None, "de", None, None])
+    samples = stage.changed_samples
+    assert [(s["id"], s["reason"]) for s in samples] == [
+        (f"doc-{i}", "changed:lines_removed") for i in (0, 3, 4)
+    ]
+    first = len(os.path.commonprefix([PAGE, PAGE_CLEAN]))  # noqa: RUF071 (text, not paths)
+    lo = max(0, first - CHANGE_CONTEXT)
+    assert samples[0]["before"] == PAGE[lo : lo + CHANGE_CHARS]
+    assert samples[0]["after"] == PAGE_CLEAN[lo : lo + CHANGE_CHARS]
+    assert samples[0]["text_chars"] == len(PAGE)
+    assert stage.stats.extra["docs_changed"] == 3  # counted for every rewritten document
+    stage.sample_limit = 3
+    stage.sample_change("changed:lines_removed", "doc-9", PAGE, PAGE_CLEAN)
+    assert len(stage.changed_samples) == 3  # at most sample_limit per reason
+
+
 def test_c4_no_terminal_punct_when_enabled():
     stage = make(C4Quality, filter_no_terminal_punct=True)
     lines = [
@@ -1262,7 +1283,8 @@ def test_end_to_end_run(tmp_path):
         assert stats[name]["dropped"] == dropped, name
         assert stats[name]["extra"]["unsegmented_kept"] == {"zh": 1}, name
         rows = pa.concat_tables(pq.read_table(p) for p in sorted((out / "removed" / name).glob("*.parquet")))
-        assert Counter(r["reason"] for r in rows.to_pylist()) == Counter(dropped), name
+        reasons = Counter(r["reason"] for r in rows.to_pylist())
+        assert {k: v for k, v in reasons.items() if not k.startswith("changed:")} == dropped, name
     assert stats["c4_quality"]["extra"]["lines_removed"] == {
         "javascript": 1,
         "policy": 2,
@@ -1270,4 +1292,9 @@ def test_end_to_end_run(tmp_path):
     }
     assert stats["fineweb_quality"]["docs_out"] == 3
     removed = pq.read_table(next((out / "removed" / "c4_quality").glob("*.parquet"))).to_pylist()
-    assert [(r["id"], r["text"]) for r in removed] == [("lorem", LOREM)]
+    assert [(r["id"], r["text"]) for r in removed if r["reason"] == "lorem_ipsum"] == [("lorem", LOREM)]
+    # the page C4 rewrote is there as a before/after sample, and counted
+    changed = [r for r in removed if r["reason"] == "changed:lines_removed"]
+    assert [r["id"] for r in changed] == ["page"]
+    assert PAGE_CLEAN.startswith(changed[0]["after"][:100]) and changed[0]["before"] != changed[0]["after"]
+    assert stats["c4_quality"]["extra"]["docs_changed"] == 1
