@@ -106,6 +106,22 @@ def histogram(values: Sequence[float], title: str, xlabel: str, log: bool = Fals
         return _svg(fig)
 
 
+def log2_histogram(buckets: dict[int, int], title: str, xlabel: str) -> str:
+    """Counts already binned in power-of-two buckets (lower bound -> count, 0 = empty), as the
+    stats record them: bars from each bound to the next on a log axis, like ``histogram(log=True)``."""
+    plt = _plt()
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(6.4, 2.6))
+        los = sorted(k for k in buckets if k > 0)
+        ax.bar(los, [buckets[k] for k in los], width=los, align="edge", color="#4c78a8")
+        ax.set_xscale("log", base=2)
+        ax.set_title(title)
+        empty = buckets.get(0, 0)
+        ax.set_xlabel(xlabel + (f" ({empty:,} empty documents not shown)" if empty else ""))
+        ax.set_ylabel("documents")
+        return _svg(fig)
+
+
 def downsample(xs: Sequence[float], ys: Sequence[float], max_points: int) -> tuple[list[float], list[float]]:
     """At most ``max_points`` points: bucket means, first and last points kept.  100k training
     rows would otherwise make a multi-MB SVG and hide the trend under noise."""

@@ -40,6 +40,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
@@ -132,6 +133,10 @@ class StageStats:
     bytes_out: int = 0
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    # documents entering the stage by text length in characters, in power-of-two buckets keyed by
+    # their lower bound (0 = empty, 1, 2, 4, ...): ~25 numbers a stage, enough for the report's
+    # length distribution before the first filter (stats otherwise hold sums only)
+    text_chars_in: Counter = field(default_factory=Counter)
 
     def count(self, key: str, n: int | float = 1, group: str | None = None) -> None:
         """Add ``n`` to ``extra[key]`` (or ``extra[group][key]``)."""
@@ -146,6 +151,14 @@ class StageStats:
         self.bytes_out += other.bytes_out
         self.seconds += other.seconds
         _merge_extra(self.extra, other.extra)
+        self.text_chars_in.update(other.text_chars_in)
+
+    def count_lengths(self, text: pa.Array | pa.ChunkedArray) -> None:
+        """Add a batch's ``text`` column to ``text_chars_in`` (nulls count as empty)."""
+        n = pc.fill_null(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
+        buckets = np.where(n > 0, 2 ** np.floor(np.log2(np.maximum(n, 1))), 0).astype(np.int64)
+        values, counts = np.unique(buckets, return_counts=True)
+        self.text_chars_in.update(dict(zip(values.tolist(), counts.tolist())))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -158,6 +171,11 @@ class StageStats:
             "bytes_out": self.bytes_out,
             "seconds": round(self.seconds, 3),
             "extra": _sorted_extra(self.extra),
+            **(
+                {"text_chars_in": {str(k): v for k, v in sorted(self.text_chars_in.items())}}
+                if self.text_chars_in
+                else {}
+            ),
         }
 
     @classmethod
@@ -171,6 +189,7 @@ class StageStats:
             bytes_out=d["bytes_out"],
             seconds=d["seconds"],
             extra=d.get("extra", {}),
+            text_chars_in=Counter({int(k): v for k, v in d.get("text_chars_in", {}).items()}),
         )
 
 
@@ -320,6 +339,10 @@ class StageRunner:
             )
         self.stats.docs_in += batch.num_rows
         self.stats.docs_out += out.num_rows
+        # not for barriers: their per-row side is the identity, and a pass-through barrier's linked
+        # parts are never read (pipeline/executor.py's link_task), so it could not count them
+        if "text" in batch.schema.names and not self.stage.barrier:
+            self.stats.count_lengths(batch.column("text"))
         self.stats.bytes_in += content_bytes(batch)
         self.stats.bytes_out += content_bytes(out)
         if n_dropped:

@@ -1282,6 +1282,8 @@ def test_end_to_end_run(tmp_path):
     for name, dropped in expected_drops.items():
         assert stats[name]["dropped"] == dropped, name
         assert stats[name]["extra"]["unsegmented_kept"] == {"zh": 1}, name
+        # every document entering a stage with text is in its length histogram, in the right bucket
+        assert sum(stats[name]["text_chars_in"].values()) == stats[name]["docs_in"], name
         rows = pa.concat_tables(pq.read_table(p) for p in sorted((out / "removed" / name).glob("*.parquet")))
         reasons = Counter(r["reason"] for r in rows.to_pylist())
         assert {k: v for k, v in reasons.items() if not k.startswith("changed:")} == dropped, name
@@ -1291,6 +1293,8 @@ def test_end_to_end_run(tmp_path):
         "too_few_words": 2,
     }
     assert stats["fineweb_quality"]["docs_out"] == 3
+    lo = 2 ** (len(LOREM).bit_length() - 1)
+    assert stats["gopher_repetition"]["text_chars_in"][str(lo)] >= 1  # the lorem page, len in [lo, 2lo)
     removed = pq.read_table(next((out / "removed" / "c4_quality").glob("*.parquet"))).to_pylist()
     assert [(r["id"], r["text"]) for r in removed if r["reason"] == "lorem_ipsum"] == [("lorem", LOREM)]
     # the page C4 rewrote is there as a before/after sample, and counted

@@ -60,13 +60,17 @@ def _stage(
 
 STATS = [
     _stage("read", 120, 118, {"not_html": 2}),
-    _stage(
-        "language",
-        118,
-        100,
-        {"language_not_kept": 15, "low_score": 3},
-        {"docs_by_language": {"en": 100, "de": 15, "fr": 3}},
-    ),
+    {
+        **_stage(
+            "language",
+            118,
+            100,
+            {"language_not_kept": 15, "low_score": 3},
+            {"docs_by_language": {"en": 100, "de": 15, "fr": 3}},
+        ),
+        # the first stage with text: the length distribution before the first filter
+        "text_chars_in": {"0": 3, "256": 15, "1024": 60, "4096": 40},
+    },
     _stage("gopher_quality", 100, 90, {"short_doc": 6, "below_alpha_threshold": 4}),
     _stage("minhash_dedup", 90, 88, {"near_duplicate": 2}, {"cluster_sizes": {"2": 2}, "clusters": 2}),
     _stage("pii", 88, 88, {}, {"docs_changed": 1, "replaced": {"email": 1}}),
@@ -424,6 +428,10 @@ def test_pipeline_report_in_chromium(tmp_path, browser):
     assert r.value('[data-key="tokens"][data-stage="train"]') == 20000
     assert r.value('[data-language="en"]') == 100
     assert page.query_selector("#scores svg") is not None  # the language_score column of data/
+    before = page.query_selector("#lengths-before")
+    assert before.get_attribute("data-stage") == "language"
+    assert int(before.get_attribute("data-documents")) == stats[1]["docs_in"] == 118
+    assert len(before.query_selector_all("svg path[clip-path]")) >= 3  # one bar per non-empty bucket
     # a sample for each reason with rows on disk, from every part (short_doc is only in part 1)
     for stage, reason in [
         ("language", "language_not_kept"),
