@@ -200,6 +200,64 @@ def _dpo_parser(train_sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _grpo_parser(train_sub: argparse._SubParsersAction) -> None:
+    p = train_sub.add_parser(
+        "grpo",
+        help="GRPO: RL of a chat model against a programmatic verifier (arithmetic, or MODULE:FUNCTION)",
+        description="Group relative policy optimisation: sample --num-generations completions per prompt "
+        "from the current policy, score them with the verifier, group-normalised advantages, one step per "
+        "rollout (on-policy). Logs reward, reward_std, frac_reward_zero_std, completions/mean_length, "
+        "val_accuracy, timing/generation_s|training_s. A train_loss near 0 with grad_norm > 0 is expected.",
+    )
+    d = p.add_argument_group("task")
+    d.add_argument("--policy", metavar="CKPT", help="the chat model to train (an SFT checkpoint)")
+    d.add_argument(
+        "--task",
+        metavar="arithmetic|MODULE:FUNCTION",
+        help="arithmetic (built in: 'What is A + B?'), or FUNCTION(prompt, completion) -> float of a dotted "
+        "module importable from here or of a .py file",
+    )
+    d.add_argument(
+        "--prompts", metavar="FILE", help="the task's items (.jsonl[.gz]): rows of `prompt` or `messages`"
+    )
+    add_val_flags(p)
+    d.add_argument("--digits", type=int, help="arithmetic: digits per operand (default 2)")
+    d.add_argument("--val-size", type=int, help="arithmetic: held-back problems (default 200)")
+    d.add_argument("--out", required=True, metavar="DIR", help="output: checkpoints/, metrics.jsonl")
+    o, _, _ = add_shared_flags(
+        p,
+        micro_batch="prompts per forward pass and rank, each with --num-generations completions (default 4)",
+        lr="peak learning rate (default: 0.1 x the policy's peak_lr())",
+        seed="item order and sampling (default 0)",
+        eval_every=25,
+        save_every=100,
+    )
+    o.add_argument(
+        "--batch-prompts",
+        type=int,
+        help="prompts per step; accumulation = this / (micro-batch*world) (default: micro-batch*world)",
+    )
+    o.add_argument("--num-generations", type=int, help="G: completions per prompt, one group (default 8)")
+    o.add_argument("--max-new-tokens", type=int, help="completion length limit (default 64)")
+    o.add_argument("--temperature", type=float, help="sampling temperature of the rollouts (default 1.0)")
+    o.add_argument("--top-k", type=int, help="rollouts: keep the k most likely tokens (default: off)")
+    o.add_argument("--top-p", type=float, help="rollouts: nucleus mass (default: off)")
+    o.add_argument(
+        "--loss-type",
+        choices=["token", "sequence", "dr_grpo"],
+        help="token: sum / completion tokens (DAPO, default); sequence: mean of per-completion means "
+        "(original GRPO, length-biased); dr_grpo: sum / (completions x max-new-tokens)",
+    )
+    o.add_argument(
+        "--scale-rewards",
+        choices=["group", "none"],
+        help="advantages (r - mean) / std per group (default), or r - mean (none: Dr. GRPO)",
+    )
+    o.add_argument("--beta", type=float, help="k3 KL weight, to the frozen --policy (default 0)")
+    _schedule_flags(o, warmup="0", min_lr_ratio=0.0, weight_decay=0.0)
+    p.set_defaults(handler=_lazy("train.grpo"))
+
+
 def _pretrain_parser(train_sub: argparse._SubParsersAction) -> None:
     p = train_sub.add_parser(
         "pretrain",
@@ -361,6 +419,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _sft_parser(train_sub)
     _reward_parser(train_sub)
     _dpo_parser(train_sub)
+    _grpo_parser(train_sub)
     _generate_parser(sub)
     _chat_parser(sub)
     _export_parser(sub)
