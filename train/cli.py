@@ -258,6 +258,63 @@ def _grpo_parser(train_sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_lazy("train.grpo"))
 
 
+def _ppo_parser(train_sub: argparse._SubParsersAction) -> None:
+    p = train_sub.add_parser(
+        "ppo",
+        help="RLHF: PPO of a chat model against a reward model (value head, GAE, KL to the reference)",
+        description="Rollouts of --policy on --prompts, scored by --reward minus a per-token KL penalty to "
+        "the frozen --policy; GAE, whitened advantages, clipped policy and value losses, --ppo-epochs passes "
+        "per rollout. Logs rlhf_reward, objective/kl, policy/clipfrac_avg, val/ratio (TRL names), timing/*.",
+    )
+    d = p.add_argument_group("data")
+    d.add_argument(
+        "--policy", metavar="CKPT", help="the chat model to tune (an SFT checkpoint); also the reference"
+    )
+    d.add_argument("--reward", metavar="RM_CKPT", help="a reward model (winnow train reward), same tokenizer")
+    d.add_argument(
+        "--prompts", metavar="FILE", help="prompt rows (.jsonl[.gz]): `prompt` (a string) or `messages`"
+    )
+    add_val_flags(p)
+    d.add_argument("--out", required=True, metavar="DIR", help="output: checkpoints/, metrics.jsonl")
+    o, _, _ = add_shared_flags(
+        p,
+        micro_batch="rollout rows per forward pass (default 4)",
+        lr="peak learning rate (default: 0.1 x the policy's peak_lr())",
+        seed="prompt order, sampling, minibatch order and the --val-fraction hold-out (default 0)",
+        eval_every=20,
+        save_every=200,
+    )
+    o.add_argument(
+        "--batch-rows", type=int, help="rows per optimizer step (a PPO minibatch); default --micro-batch"
+    )
+    _schedule_flags(o, warmup="0", min_lr_ratio=0.0, weight_decay=0.0)
+    r = p.add_argument_group("ppo")
+    r.add_argument("--rollout-prompts", type=int, help="prompts sampled per rollout (default 16)")
+    r.add_argument("--ppo-epochs", type=int, help="passes over each rollout in minibatches (default 4)")
+    r.add_argument("--max-new-tokens", type=int, help="reply length limit in tokens (default 48)")
+    r.add_argument("--kl-coef", type=float, help="beta of the per-token KL penalty (default 0.05)")
+    r.add_argument("--kl-estimator", choices=["k1", "k3"], help="KL estimator in the reward (default k1)")
+    r.add_argument(
+        "--target-kl", type=float, help="adaptive beta towards this summed KL per reply (default: fixed)"
+    )
+    r.add_argument(
+        "--kl-horizon", type=float, help="adaptive controller's horizon in replies (default 10000)"
+    )
+    r.add_argument(
+        "--missing-eot-penalty",
+        type=float,
+        help="subtracted from the score of a reply without <|end|> (default 0)",
+    )
+    r.add_argument("--gamma", type=float, help="GAE discount (default 1)")
+    r.add_argument("--lam", type=float, help="GAE lambda (default 0.95)")
+    r.add_argument("--cliprange", type=float, help="policy ratio clip epsilon (default 0.2)")
+    r.add_argument(
+        "--cliprange-value", type=float, help="value clip around the rollout's values (default 0.2)"
+    )
+    r.add_argument("--vf-coef", type=float, help="weight of the value loss (default 0.1)")
+    p.set_defaults(handler=_lazy("train.ppo"))
+
+
 def _pretrain_parser(train_sub: argparse._SubParsersAction) -> None:
     p = train_sub.add_parser(
         "pretrain",
@@ -419,6 +476,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _sft_parser(train_sub)
     _reward_parser(train_sub)
     _dpo_parser(train_sub)
+    _ppo_parser(train_sub)
     _grpo_parser(train_sub)
     _generate_parser(sub)
     _chat_parser(sub)
