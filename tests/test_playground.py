@@ -398,6 +398,25 @@ def test_next_token_view_shows_what_temperature_and_top_k_top_p_do(client, ckpts
 # --- a real server: the concurrency bound and disconnects ---------------------------------------
 
 
+def test_a_training_folder_serves_its_newest_checkpoint(ckpts, tmp_path):
+    """A folder that a running trainer writes into: once a newer step is saved, /api/models shows it
+    and the next generation uses its weights (the old step's loaded weights are dropped)."""
+    _, tok, _ = ckpts
+    run = tmp_path / "training"
+    other = "Bye?"
+    first = bigram_gpt(chain_table(tok.vocab_size, [tok.eot_id, *SPELL.encode(), tok.eot_id]))
+    second = bigram_gpt(chain_table(tok.vocab_size, [tok.eot_id, *other.encode(), tok.eot_id]))
+    save_checkpoint(run, 1, first, tokenizer_dir=tok.path, meta={"kind": "sft"}, trainer_state=None)
+    c = TestClient(create_app(Playground([run])))
+    body = {"model": "training", "prompt": "", "strategy": "greedy", "max_new_tokens": 20}
+    assert [m["step"] for m in c.get("/api/models").json()] == [1]
+    assert "".join(e.get("text", "") for e in events(c.post("/api/generate", json=body).text)) == SPELL
+    save_checkpoint(run, 2, second, tokenizer_dir=tok.path, meta={"kind": "sft"}, trainer_state=None)
+    (m,) = c.get("/api/models").json()
+    assert m["step"] == 2 and m["loaded"] is False  # step 1's weights were let go
+    assert "".join(e.get("text", "") for e in events(c.post("/api/generate", json=body).text)) == other
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -27,6 +27,12 @@ an id is never joined to a path.  A checkpoint folder's ``latest`` pointer must 
 Every field is validated before streaming (HTTP 4xx ``{"error", "field"}``); more than
 ``max_concurrent`` running generations answer 429; generation runs in its own thread, never on the
 event loop; a client that disconnects stops its generation at the next token.
+
+**A training folder follows its run.**  A folder given on the command line is served at its latest
+checkpoint *now*: ``/api/models`` and every load re-read ``latest``, and a newer step replaces the
+loaded weights, so a playground left open beside ``winnow train`` tries each new checkpoint without
+a restart (cost: one small file read per request; a generation already running finishes on the
+weights it started with).
 """
 
 from __future__ import annotations
@@ -189,8 +195,25 @@ class Model:
         out["loaded"] = self.loaded is not None
         return out
 
+    def refresh(self) -> None:
+        """Follow a training run: when the folder's latest checkpoint is no longer the one described
+        (a newer step was saved since), describe it again and drop the loaded weights, so the next
+        request serves the new step.  Costs one ``latest`` read and a directory listing."""
+        from train.checkpoint import resolve_checkpoint
+
+        with self.lock:
+            try:
+                now = resolve_checkpoint(self.given).resolve()
+            except Exception:
+                return  # describe()/load() report the error; a vanished folder keeps what is loaded
+            if now != self.dir:
+                self.describe()
+                self.loaded = None
+
     def load(self):
-        """(model, tokenizer), loading once; RequestError(500) when the checkpoint cannot be loaded."""
+        """(model, tokenizer), loading once per checkpoint step; RequestError(500) when the
+        checkpoint cannot be loaded."""
+        self.refresh()
         with self.lock:
             if self.loaded is None:
                 if self.dir is None:
@@ -588,6 +611,8 @@ def create_app(pg: Playground) -> FastAPI:
 
     @app.get("/api/models")
     def models() -> JSONResponse:
+        for m in pg.models.values():
+            m.refresh()
         return JSONResponse([m.public() for m in pg.models.values()])
 
     @app.post("/api/tokenize")
