@@ -17,6 +17,11 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check pipelines.yaml without running anything")
     v.add_argument("name", nargs="?", help="pipeline to check (default: all)")
     v.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="pipelines file (default ./pipelines.yaml)")
+    v.add_argument(
+        "--check-access",
+        action="store_true",
+        help="also check that every input can be read and the output written (contacts the stores)",
+    )
 
     r = sub.add_parser("run", help="run (or resume) a declared pipeline")
     r.add_argument("name", help="pipeline name in the config file")
@@ -49,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir")
     rep.add_argument("-o", "--output", default=None, help="HTML file (default RUN_DIR/report.html)")
 
+    c = sub.add_parser(
+        "crawl", help="only the crawl of a pipeline whose input is 'format: crawl' (writes OUTPUT/warc/)"
+    )
+    c.add_argument("name", help="pipeline name in the config file")
+    c.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="pipelines file (default ./pipelines.yaml)")
+    c.add_argument("--output", help="run directory (default: the pipeline's 'output')")
+    c.add_argument("--fresh", action="store_true", help="discard an earlier crawl in the output dir")
+
     # Subcommands owned by packages above the engine (tokenizer, train), found through the
     # ``winnow.commands`` entry-point group so that the engine never imports them.  Their
     # ``register(sub)`` functions only build argparse parsers (no torch import), so ``winnow
@@ -78,6 +91,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for spec in specs:
         stages = " -> ".join(["read"] + [s.name for s in spec.stages])
         print(f"ok: {spec.name}: {len(spec.input_files)} input file(s), {stages}")
+    if args.check_access:
+        from pipeline.storage import check_access
+
+        problems = [p for spec in specs for p in check_access(spec.name, spec.input_files, str(spec.output))]
+        for problem in problems:
+            print(f"winnow: {problem}", file=sys.stderr)
+        if problems:
+            return 2
+        print("ok: inputs readable, outputs writable")
     return 0
 
 
@@ -141,7 +163,32 @@ def report(bar, result) -> None:
             file=sys.stderr,
         )
     print_stats(result.stats)
-    print(f"output: {result.run_dir.root}", flush=True)
+    print(f"output: {result.run_dir.location}", flush=True)
+
+
+def cmd_crawl(args: argparse.Namespace) -> int:
+    from pipeline.config import ConfigError, load_pipelines
+
+    try:
+        (spec,) = load_pipelines(args.config, [args.name])
+    except ConfigError as exc:
+        return _config_error(exc)
+    if spec.input.format != "crawl":
+        print(
+            f"winnow: pipeline {spec.name!r} reads {spec.input.format!r} files: nothing to crawl",
+            file=sys.stderr,
+        )
+        return 2
+    from pipeline.executor import RunFailed, prepare_input
+    from pipeline.stats import print_stats
+
+    try:
+        stats = prepare_input(spec, output=args.output, fresh=args.fresh)
+    except RunFailed as exc:
+        print(f"winnow: crawl failed: {exc}", file=sys.stderr)
+        return 1
+    print_stats(stats)
+    return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -209,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         "stats": cmd_stats,
         "report": cmd_report,
         "stages": cmd_stages,
+        "crawl": cmd_crawl,
     }
     handler = builtin.get(args.command) or args.handler
     return handler(args)

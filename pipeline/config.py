@@ -21,7 +21,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from pipeline import registry
+from pipeline import registry, storage
+from pipeline.source import OPTIONAL_INPUT_KEYS, InputParams, select_files
 from pipeline.stage import Params, Stage
 
 PIPELINE_KEYS = {
@@ -57,7 +58,7 @@ class PipelineSpec:
     config_file: Path
     input: Params  # the source's validated Params; has .format and .paths
     input_files: list[str]
-    output: Path
+    output: Path | str  # a str only for a URL (run directory on object storage)
     stages: list[StageSpec]
     removed_sample: int = 20
     max_retries: int = 2
@@ -68,7 +69,7 @@ class PipelineSpec:
         """The config with defaults filled in: what manifest.json records and the hash covers."""
         return {
             "name": self.name,
-            "input": {**self.input.model_dump(mode="json"), "files": self.input_files},
+            "input": {**_input_dump(self.input), "files": self.input_files},
             "stages": [{s.name: s.params.model_dump(mode="json")} for s in self.stages],
             "removed_sample": self.removed_sample,
         }
@@ -76,6 +77,11 @@ class PipelineSpec:
     def config_hash(self) -> str:
         blob = json.dumps(self.resolved(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _input_dump(params: Params) -> dict[str, Any]:
+    dump = params.model_dump(mode="json")
+    return {k: v for k, v in dump.items() if not (k in OPTIONAL_INPUT_KEYS and v is None)}
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -139,12 +145,61 @@ def expand_paths(patterns: list[str], base: Path) -> tuple[list[str], list[str]]
     files: list[str] = []
     missing = []
     for pattern in patterns:
+        if storage.is_remote(pattern):  # listed now only if it is a glob; checked by --check-access
+            found = storage.expand(pattern)
+            if not found:
+                missing.append(pattern)
+            files.extend(found)
+            continue
         full = pattern if os.path.isabs(pattern) else str(base / pattern)
         found = sorted(p for p in glob.glob(full, recursive=True) if os.path.isfile(p))
         if not found:
             missing.append(pattern)
         files.extend(found)
-    return list(dict.fromkeys(os.path.abspath(f) for f in files)), missing
+    return list(dict.fromkeys(f if storage.is_remote(f) else os.path.abspath(f) for f in files)), missing
+
+
+def expand_inputs(params: InputParams, base: Path) -> tuple[list[str], list[str]]:
+    """The input files of ``params`` (paths, then paths_file's lines, then the subset asked for);
+    returns (files, problems).  Local files must exist; URLs are not contacted unless they are
+    globs (listing) or the paths file itself (``winnow validate --check-access`` checks them)."""
+    problems = [
+        f"{u!r}: {msg}"
+        for u in [*params.paths, params.paths_file or "", params.base_url or ""]
+        if (msg := storage.check_no_secret(u))
+    ]
+    if problems:
+        return [], problems
+    try:
+        files, missing = expand_paths(list(params.paths), base)
+    except OSError as exc:
+        return [], [f"input.paths: {storage.redact(str(exc))}"]
+    problems += [f"input.paths: {p!r} matches no file (relative to {base})" for p in missing]
+    if params.paths_file:
+        listing = params.paths_file
+        if not storage.is_remote(listing) and not os.path.isabs(listing):
+            listing = str((base / listing).resolve())
+        try:
+            lines = storage.read_lines(listing)
+        except (OSError, UnicodeDecodeError, EOFError) as exc:
+            return [], [*problems, f"input.paths_file: cannot read {listing!r}: {storage.redact(str(exc))}"]
+        where = os.path.dirname(listing) if not storage.is_remote(listing) else None
+        for n, line in enumerate(lines, 1):
+            if params.base_url:
+                files.append(storage.join(params.base_url, line))
+            elif storage.is_remote(line) or os.path.isabs(line):
+                files.append(line)
+            elif where is not None:
+                files.append(os.path.join(where, line))
+            else:
+                problems.append(f"input.paths_file: line {n} {line!r} is relative and no base_url is set")
+        local_missing = [f for f in files if not storage.is_remote(f) and not os.path.isfile(f)]
+        problems += [f"input.paths_file: {f!r} not found" for f in local_missing[:10]]
+        if len(local_missing) > 10:
+            problems.append(f"input.paths_file: {len(local_missing) - 10} more files not found")
+    if not files and not problems:
+        problems.append("input: no input files")
+    return select_files(list(dict.fromkeys(files)), params), problems
 
 
 def _resolve_path_fields(params: Params, base: Path) -> tuple[Params, list[str]]:
@@ -204,11 +259,9 @@ def _parse_pipeline(config_file: Path, name: str, body: Any) -> PipelineSpec:
                 source_params = source_cls.Params(**raw_input)
             except ValidationError as exc:
                 problems += _pydantic_problems(f"{where} › input", exc, source_cls.Params)
-            if source_params is not None:
-                files, missing = expand_paths(list(source_params.paths), base)
-                problems += [
-                    f"{where} › input.paths: {p!r} matches no file (relative to {base})" for p in missing
-                ]
+            if source_params is not None and source_cls.reads_files:
+                files, input_problems = expand_inputs(source_params, base)
+                problems += [f"{where} › {p}" for p in input_problems]
 
     # stages
     specs: list[StageSpec] = []
@@ -264,12 +317,14 @@ def _parse_pipeline(config_file: Path, name: str, body: Any) -> PipelineSpec:
     if problems:
         raise ConfigError(problems)
     output = body.get("output") or f"runs/{name}"
+    if storage.is_remote(output) and (msg := storage.check_no_secret(output)):
+        raise ConfigError([f"{where} › output: {msg}"])
     return PipelineSpec(
         name=name,
         config_file=config_file,
         input=source_params,
         input_files=files,
-        output=(base / output).resolve(),
+        output=output if storage.is_remote(output) else (base / output).resolve(),
         stages=specs,
         removed_sample=body.get("removed_sample", 20),
         max_retries=body.get("max_retries", 2),

@@ -17,6 +17,8 @@ stops the run with the task's input named.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import socket
@@ -34,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import registry
+from pipeline import registry, storage
 from pipeline.atomic import atomic_link, atomic_write_json, write_table_atomic
 from pipeline.config import PipelineSpec, StageSpec
 from pipeline.rundir import PartWriter, RunDir, part_name, read_json
@@ -96,13 +98,14 @@ def map_items(
     there with the recorded sizes, and runs it again otherwise.  Items must be deterministic
     (same input, same output), so a rerun changes nothing.
     """
-    folder = ctx.run_dir.phase_dir(ctx.phase) / "steps" / step
+    run_dir = ctx.run_dir
+    folder = run_dir.phase_dir(ctx.phase) / "steps" / step
     results: dict[str, dict] = {}
     todo: list[str] = []
     for key in items:
         marker = folder / f"{key}.json"
         done = read_json(marker) if marker.exists() else None
-        if done is not None and _files_intact(done.get("files", {})):
+        if done is not None and _files_intact(run_dir, done.get("files", {})):
             results[key] = done
         else:
             todo.append(key)
@@ -114,14 +117,17 @@ def map_items(
     import ray
 
     def finish(key: str, result: dict) -> None:
+        for path in result.get("files", {}):
+            run_dir.fetch(path)  # the barrier's driver code may read what a step wrote elsewhere
         atomic_write_json(folder / f"{key}.json", result)
+        run_dir.publish(folder / f"{key}.json")
         results[key] = result
         if ctx.progress:
             ctx.progress(label, len(results), len(items), 0)
 
     if not ray.is_initialized():
         for key in todo:
-            finish(key, _timed_call(fn, items[key]))
+            finish(key, _timed_call(fn, items[key], run_dir))
         return results
     res = resources or Resources()
     remote = ray.remote(_timed_call).options(
@@ -130,7 +136,7 @@ def map_items(
         max_retries=ctx.spec.max_retries,
         retry_exceptions=True,
     )
-    pending = {remote.remote(fn, items[key]): key for key in todo}
+    pending = {remote.remote(fn, items[key], run_dir): key for key in todo}
     for key, result, exc in _as_completed(pending):
         if exc is not None:
             raise RunFailed(
@@ -168,16 +174,44 @@ def _as_completed(pending: dict) -> Iterator[tuple[Any, Any, Exception | None]]:
             ray.cancel(ref, force=True)
 
 
-def _timed_call(fn: Callable[..., dict], kwargs: dict) -> dict:
-    """``fn(**kwargs)`` with its duration added as ``seconds`` (summed into the stage's time)."""
+def _timed_call(fn: Callable[..., dict], kwargs: dict, run_dir: RunDir | None = None) -> dict:
+    """``fn(**kwargs)`` with its duration added as ``seconds`` (summed into the stage's time).
+
+    For a run directory on object storage, paths in ``kwargs`` are mapped into this node's
+    mirror and what exists of them in the store is downloaded first; afterwards the files ``fn``
+    lists (``"files"``) and the folders it was asked to write are uploaded, and the result's
+    paths are mapped back to the driver's."""
     start = time.perf_counter()
-    result = fn(**kwargs)
+    if run_dir is None or run_dir.url is None:
+        result = fn(**kwargs)
+    else:
+        kwargs = run_dir.localize_all(kwargs)
+        paths = [p for p in _paths_in(kwargs) if p.is_relative_to(run_dir.root)]
+        for path in paths:
+            run_dir.fetch(path)
+        result = fn(**kwargs)
+        run_dir.publish(*result.get("files", {}))
+        for path in paths:
+            if path.is_dir():
+                run_dir.publish_tree(path)
+        result = run_dir.originate_all(result)
     return {**result, "seconds": round(time.perf_counter() - start, 3)}
 
 
-def _files_intact(files: dict[str, int]) -> bool:
+def _paths_in(obj: Any) -> Iterator[Path]:
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _paths_in(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _paths_in(v)
+    elif isinstance(obj, (str, Path)) and Path(obj).is_absolute():
+        yield Path(obj)
+
+
+def _files_intact(run_dir: RunDir, files: dict[str, int]) -> bool:
     try:
-        return all(os.path.getsize(path) == size for path, size in files.items())
+        return all(run_dir.size_of(path) == size for path, size in files.items())
     except OSError:
         return False
 
@@ -190,6 +224,7 @@ def prepare_stages(run_dir: RunDir, specs: list[StageSpec]) -> None:
         stage.work = stage_work_dir(run_dir, stage.name)
         stage.work.mkdir(parents=True, exist_ok=True)
         stage.prepare()
+        run_dir.publish_tree(stage.work)
 
 
 def stage_work_dir(run_dir: RunDir, stage: str) -> Path:
@@ -212,15 +247,16 @@ def _timed(it: Iterator[pa.RecordBatch], stats: StageStats) -> Iterator[pa.Recor
         yield batch
 
 
-def run_task(spec: PipelineSpec, root: str, phase: Phase, task: Task) -> dict[str, Any]:
-    """Run one task to completion and return its marker (also written to disk)."""
+def run_task(spec: PipelineSpec, root: str | RunDir, phase: Phase, task: Task) -> dict[str, Any]:
+    """Run one task to completion and return its marker (also written to disk, or uploaded last
+    for a run directory on object storage)."""
     registry.load_stages()
-    run_dir = RunDir(root)
+    run_dir = root if isinstance(root, RunDir) else RunDir(root)
     index = task.index
     started = time.time()
     stages = [s.build() for s in phase.stages]
     for stage in stages:
-        stage.work = stage_work_dir(run_dir, stage.name)
+        stage.work = run_dir.fetch(stage_work_dir(run_dir, stage.name))
         stage.task = task
         t0 = time.perf_counter()
         stage.setup()  # model / block-list loading is part of a stage's cost
@@ -234,7 +270,7 @@ def run_task(spec: PipelineSpec, root: str, phase: Phase, task: Task) -> dict[st
         assert task.shard is not None
         batches = _timed(source.read(task.shard), read_stats)
     else:
-        batches = pq.ParquetFile(task.part).iter_batches(batch_size=256)
+        batches = pq.ParquetFile(run_dir.fetch(task.part)).iter_batches(batch_size=256)
 
     writer = PartWriter(run_dir.phase_data(phase.index, task.last) / f"{part_name(index)}.parquet")
     try:
@@ -248,16 +284,19 @@ def run_task(spec: PipelineSpec, root: str, phase: Phase, task: Task) -> dict[st
     except BaseException:
         writer.abort()
         raise
+    written = [writer.path] if rows else []
     for runner in runners:
         path = run_dir.removed(runner.stage.name, index)
         samples = runner.samples + runner.stage.changed_samples
         if samples:
+            written.append(path)
             # every key of every row: from_pylist alone takes the columns of the first row only, and a
             # dropped-row sample first would lose a later changed sample's before/after
             columns = list(dict.fromkeys(k for row in samples for k in row))
             write_table_atomic(path, pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in samples]))
         else:
             path.unlink(missing_ok=True)
+    run_dir.publish(*written)
 
     node = ""
     try:
@@ -278,6 +317,7 @@ def run_task(spec: PipelineSpec, root: str, phase: Phase, task: Task) -> dict[st
         "pid": os.getpid(),
     }
     atomic_write_json(run_dir.marker(phase.index, index), marker)
+    run_dir.publish(run_dir.marker(phase.index, index))  # last: the task is done once this exists
     return marker
 
 
@@ -292,9 +332,10 @@ def link_task(run_dir: RunDir, phase: Phase, task: Task) -> dict[str, Any]:
     this saves two full copies of the corpus (tokenizer_train and tokenize both pass through)."""
     started = time.time()
     assert task.part is not None and phase.barrier is not None
-    src = Path(task.part)
+    src = run_dir.fetch(task.part)
     dst = run_dir.phase_data(phase.index, task.last) / f"{part_name(task.index)}.parquet"
     atomic_link(src, dst)
+    run_dir.publish(dst)  # on object storage a copy (no links there)
     meta = pq.ParquetFile(dst).metadata
     # The bytes StageRunner would have counted (content_bytes of every batch): what the stage that
     # wrote the part counted going out, from its marker (no read of the corpus on the driver);
@@ -320,6 +361,7 @@ def link_task(run_dir: RunDir, phase: Phase, task: Task) -> dict[str, Any]:
         "linked": True,
     }
     atomic_write_json(run_dir.marker(phase.index, task.index), marker)
+    run_dir.publish(run_dir.marker(phase.index, task.index))
     return marker
 
 
@@ -345,10 +387,54 @@ class _Lock:
     """
 
     def __init__(self, run_dir: RunDir, force: bool = False) -> None:
+        self.run_dir = run_dir
         self.path = run_dir.work / "lock.json"
         self.force = force
 
+    def _holder(self) -> dict[str, Any]:
+        return {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": _pid_started(os.getpid())}
+
+    def _check_held(self, held: dict[str, Any], where: str) -> None:
+        """Raise unless the holder is provably dead (see the class docstring)."""
+        if held.get("host") != socket.gethostname():
+            raise RunFailed(
+                f"{where} is locked by a winnow run on host {held.get('host', '?')!r} "
+                f"(pid {held.get('pid', '?')}), which this host cannot check: if that run is "
+                "no longer running, rerun with --force-unlock"
+            )
+        if _pid_alive(held.get("pid", -1), held.get("pid_started")):
+            raise RunFailed(f"another winnow run (pid {held['pid']}) is writing {where}")
+
+    def _enter_remote(self) -> None:
+        """On object storage: create ``_work/lock.json`` only if absent (S3 ``If-None-Match: *``,
+        which S3, MinIO and moto honour), so of two drivers starting at once exactly one wins.
+        A store without conditional writes falls back to check-then-write: a race of two
+        drivers started within the same second is then not excluded (README: run one driver)."""
+        url = self.run_dir.url_of(self.path)
+        body = json.dumps(self._holder()).encode()
+        for _ in range(2):
+            try:
+                if storage.put_if_absent(url, body):
+                    return
+            except NotImplementedError:
+                if not storage.exists(url) or self.force:
+                    storage.put_bytes(url, body)
+                    return
+            if self.force:
+                storage.remove(url)
+                continue
+            try:
+                held = json.loads(storage.read_bytes(url))
+            except (OSError, ValueError):
+                held = {}
+            self._check_held(held, self.run_dir.location)
+            storage.remove(url)  # its holder is dead: take it over
+        raise RunFailed(f"could not take the lock {url}: another driver took it meanwhile")
+
     def __enter__(self) -> _Lock:
+        if self.run_dir.url is not None:
+            self._enter_remote()
+            return self
         if self.path.exists() and not self.force:
             try:
                 held = read_json(self.path)
@@ -370,6 +456,9 @@ class _Lock:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.run_dir.url is not None:
+            storage.remove(self.run_dir.url_of(self.path))
+            return
         self.path.unlink(missing_ok=True)
 
 
@@ -410,7 +499,7 @@ def _check_plan(run_dir: RunDir, spec: PipelineSpec, shards: Callable[[], list[S
         plan = read_json(run_dir.plan_file)
         if plan["config_hash"] != spec.config_hash():
             raise RunFailed(
-                f"{run_dir.root} holds a run of a different configuration (config hash "
+                f"{run_dir.location} holds a run of a different configuration (config hash "
                 f"{plan['config_hash']}, now {spec.config_hash()}): rerun with --fresh to start over, "
                 "or choose another --output"
             )
@@ -420,6 +509,7 @@ def _check_plan(run_dir: RunDir, spec: PipelineSpec, shards: Callable[[], list[S
         run_dir.plan_file,
         {"pipeline": spec.name, "config_hash": spec.config_hash(), "shards": [s.__dict__ for s in planned]},
     )
+    run_dir.publish(run_dir.plan_file)
     return planned
 
 
@@ -489,9 +579,17 @@ def run_pipeline(
         run_dir.clear()
     run_dir.work.mkdir(parents=True, exist_ok=True)
     with _Lock(run_dir, force=force_unlock):
+        if run_dir.url is not None:
+            run_dir.pull_bookkeeping()  # the store is the truth: only its markers count
         _clean_temp_files(run_dir)
         source = registry.SOURCES[spec.input.format](spec.input)
-        shards = _check_plan(run_dir, spec, lambda: source.plan(spec.input_files))
+        shards = _check_plan(
+            run_dir,
+            spec,
+            lambda: source.plan(
+                source.prepare(str(run_dir.root), str(spec.config_file.parent), spec.input_files)
+            ),
+        )
         phases = split_phases(spec.stages)
         ray_up: list[Callable[[], None]] = []
 
@@ -520,9 +618,11 @@ def run_pipeline(
                     _run_barrier(spec, run_dir, phase, progress)
                 r, s, n = _run_phase(spec, run_dir, phase, progress, ensure_ray, in_process)
                 run, skipped, nodes = run + r, skipped + s, nodes | n
-            stats = merge_stats(run_dir, phases)
+            stats = source.prepared_stats(str(run_dir.root)) + merge_stats(run_dir, phases)
             atomic_write_json(run_dir.stats_file, stats)
+            run_dir.publish(run_dir.stats_file)
             _write_manifest(spec, run_dir, phases, stats)
+            run_dir.publish(run_dir.manifest_file)
             _remove_intermediates(run_dir)
             result = RunResult(run_dir, stats, run, skipped, nodes)
             if on_done is not None:  # the user sees the results before Ray's ~1 s shutdown
@@ -531,6 +631,22 @@ def run_pipeline(
             for stop in ray_up:
                 stop()
     return result
+
+
+def prepare_input(
+    spec: PipelineSpec, output: str | Path | None = None, fresh: bool = False, force_unlock: bool = False
+) -> list[dict]:
+    """``winnow crawl``: only the input's ``Source.prepare`` step (a crawl), under the run
+    directory's lock, resumable like a run; returns its stats entries."""
+    registry.load_stages()
+    run_dir = RunDir(output or spec.output)
+    if fresh:
+        run_dir.clear()
+    run_dir.work.mkdir(parents=True, exist_ok=True)
+    with _Lock(run_dir, force=force_unlock):
+        source = registry.SOURCES[spec.input.format](spec.input)
+        source.prepare(str(run_dir.root), str(spec.config_file.parent), spec.input_files)
+        return source.prepared_stats(str(run_dir.root))
 
 
 def _tasks_after(run_dir: RunDir, prev: Phase, last: bool) -> list[Task]:
@@ -557,6 +673,13 @@ def _remove_intermediates(run_dir: RunDir) -> None:
                 path.unlink(missing_ok=True)
             elif path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
+    if run_dir.url is not None:
+        for rel in storage.list_files(f"{run_dir.url}/_work"):
+            top = rel.split("/")
+            if (top[0].startswith("phase-") and len(top) > 1 and top[1] == "data") or (
+                top[0] == "stages" and not rel.endswith(".json")
+            ):
+                storage.remove(f"{run_dir.url}/_work/{rel}")
 
 
 def _run_barrier(spec: PipelineSpec, run_dir: RunDir, phase: Phase, progress: Callable | None = None) -> None:
@@ -564,12 +687,18 @@ def _run_barrier(spec: PipelineSpec, run_dir: RunDir, phase: Phase, progress: Ca
     if done.exists():
         return
     stage = phase.barrier.build()  # type: ignore[union-attr]
-    work = stage_work_dir(run_dir, stage.name)
+    work = run_dir.fetch(stage_work_dir(run_dir, stage.name))
     work.mkdir(parents=True, exist_ok=True)
     stage.work = work
+    for task in phase.tasks:  # a barrier's driver code may read every part (object storage: fetched)
+        run_dir.fetch(task.part)  # type: ignore[arg-type]
     ctx = BarrierContext(spec, run_dir, phase.index, list(phase.tasks), work, map_items, progress)
     stage.run_barrier(ctx)
+    # what the barrier wrote on the driver (its work folder, dedup/, tokenizer/, tokens/, ...)
+    run_dir.publish_tree(run_dir.root, exclude=("data", "removed", "_work"))
+    run_dir.publish_tree(run_dir.work / "stages")
     atomic_write_json(done, {"stage": stage.name, "extra": stage.stats.extra, "seconds": stage.stats.seconds})
+    run_dir.publish(done)
 
 
 def _run_phase(
@@ -584,7 +713,7 @@ def _run_phase(
     finished = {t.index for t in phase.tasks if run_dir.marker(phase.index, t.index).exists()}
     todo = [t for t in phase.tasks if t.index not in finished]
     # Largest inputs first, so that a big shard does not start last and leave the other CPUs idle.
-    todo.sort(key=lambda t: -_task_bytes(t))
+    todo.sort(key=lambda t: -_task_bytes(run_dir, t))
     skipped = len(finished)
     docs = sum(read_json(run_dir.marker(phase.index, i))["rows"] for i in finished)
     done = skipped
@@ -619,7 +748,7 @@ def _dispatch(
     if in_process:
         for task in todo:
             try:
-                marker = run_task(spec, str(run_dir.root), phase, task)
+                marker = run_task(spec, run_dir, phase, task)
             except Exception as exc:
                 raise RunFailed(_describe_failure(run_dir, phase, task, exc, 0)) from exc
             yield task, marker
@@ -635,10 +764,12 @@ def _dispatch(
         retry_exceptions=True,
     )
     spec_ref = ray.put(spec)
-    pending = {remote.remote(spec_ref, str(run_dir.root), phase, t): t for t in todo}
+    pending = {remote.remote(spec_ref, run_dir, phase, t): t for t in todo}
     for task, marker, exc in _as_completed(pending):
         if exc is not None:
             raise RunFailed(_describe_failure(run_dir, phase, task, exc, spec.max_retries)) from None
+        if run_dir.url is not None:
+            run_dir.fetch(run_dir.marker(phase.index, task.index))  # uploaded by the task, or missing
         if not run_dir.marker(phase.index, task.index).exists():
             raise RunFailed(
                 f"task {part_name(task.index)} finished on node {marker['node_id']} "
@@ -648,14 +779,14 @@ def _dispatch(
         yield task, marker
 
 
-def _task_bytes(task: Task) -> int:
+def _task_bytes(run_dir: RunDir, task: Task) -> int:
     if task.part is not None:
-        return os.path.getsize(task.part)
+        return run_dir.size_of(task.part)
     shard = task.shard
     assert shard is not None
     if shard.unit != "bytes":  # row-group ranges: the file size is a fair enough proxy
-        return os.path.getsize(shard.path)
-    end = shard.end if shard.end is not None else os.path.getsize(shard.path)
+        return storage.size(shard.path)
+    end = shard.end if shard.end is not None else storage.size(shard.path)
     return end - shard.start
 
 
@@ -674,12 +805,17 @@ def _failure_message(run_dir: RunDir, log_name: str, title: str, exc: Exception,
     """Keep the full traceback under ``_work/errors/`` and say in one line what failed and why."""
     log = run_dir.work / "errors" / f"{log_name}.txt"
     log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text("".join(traceback.format_exception(exc)))
+    log.write_text(storage.redact("".join(traceback.format_exception(exc))))
+    where = str(log)
+    if run_dir.url is not None:
+        with contextlib.suppress(OSError):  # the failure message matters more than its upload
+            run_dir.publish(log)
+            where = f"{run_dir.url_of(log)} (and {log})"
     cause = getattr(exc, "cause", None) or exc
-    short = f"{type(cause).__name__}: {cause}".strip().splitlines()
+    short = storage.redact(f"{type(cause).__name__}: {cause}").strip().splitlines()
     return (
         f"{title} failed after {retries + 1} attempt(s): {short[-1] if short else type(exc).__name__}\n"
-        f"full traceback: {log}"
+        f"full traceback: {where}"
     )
 
 
@@ -714,7 +850,7 @@ def _write_manifest(spec: PipelineSpec, run_dir: RunDir, phases: list[Phase], st
             "config_file": str(spec.config_file),
             "config_hash": spec.config_hash(),
             "config": spec.resolved(),
-            "inputs": [{"path": f, "bytes": os.path.getsize(f)} for f in spec.input_files],
+            "inputs": [{"path": f, "bytes": storage.size(f)} for f in spec.input_files],
             "outputs": {"data": parts},
             "counts": {
                 "docs_in": stats[0]["docs_in"] if stats else 0,

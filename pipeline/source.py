@@ -7,24 +7,73 @@ saw, ``docs_out`` the documents it passed on, and ``dropped`` why the others wer
 
 from __future__ import annotations
 
-import os
+import hashlib
+import io
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import IO, ClassVar
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from pipeline import storage
 from pipeline.stage import Params, StageStats
 
 MiB = 1024 * 1024
 
 
+# Input keys added with remote paths; left out of the config hash while unset, so that the hash
+# (and the resume of a run directory) of a config that does not use them is unchanged.
+OPTIONAL_INPUT_KEYS = ("paths_file", "base_url", "max_files", "sample_files", "sample_seed")
+
+
 class InputParams(Params):
     format: str = Field(description="the input format (a registered reader)")
     paths: list[str] = Field(
-        min_length=1, description="input files or glob patterns, relative to the config file"
+        default_factory=list,
+        description="input files or glob patterns, relative to the config file, or URLs (s3://, "
+        "gs://, https://, ...; globs where the store can list)",
     )
+    paths_file: str | None = Field(
+        None,
+        description="a text file (local or URL, gzip allowed) listing one input per line, e.g. "
+        "Common Crawl's warc.paths.gz; each line is appended to base_url",
+    )
+    base_url: str | None = Field(None, description="prefix of every line of paths_file")
+    max_files: int | None = Field(None, ge=1, description="keep the first N input files (listing order)")
+    sample_files: int | None = Field(
+        None, ge=1, description="keep N input files chosen by a seeded hash of their path (any listing order)"
+    )
+    sample_seed: int | None = Field(None, description="seed of sample_files (default 0)")
+
+    @model_validator(mode="after")
+    def _some_input(self) -> InputParams:
+        if not self.paths and not self.paths_file:
+            raise ValueError("set 'paths' (files, globs or URLs) or 'paths_file' (a list of inputs)")
+        if self.base_url and not self.paths_file:
+            raise ValueError("'base_url' prefixes the lines of 'paths_file', which is not set")
+        return self
+
+
+def select_files(files: list[str], params: InputParams) -> list[str]:
+    """The deterministic subset of ``files`` the params ask for.
+
+    ``sample_files`` ranks every path by ``sha256(seed:path)`` and keeps the N lowest, so the
+    same files are chosen whatever order the store listed them in (and a longer list keeps a
+    superset's share: adding files does not reshuffle the others); the kept files stay in listing
+    order.  ``max_files`` then keeps the first N."""
+    if params.sample_files is not None and params.sample_files < len(files):
+        seed = params.sample_seed or 0
+
+        def rank(path: str) -> bytes:
+            return hashlib.sha256(f"{seed}:{path}".encode()).digest()
+
+        keep = set(sorted(files, key=rank)[: params.sample_files])
+        files = [f for f in files if f in keep]
+    if params.max_files is not None:
+        files = files[: params.max_files]
+    return files
 
 
 @dataclass(frozen=True)
@@ -44,7 +93,7 @@ class Shard:
 
 def byte_range_shards(path: str, split_bytes: int) -> list[Shard]:
     """Split a file into ranges of ~``split_bytes``; each reader resynchronises at its start."""
-    size = os.path.getsize(path)
+    size = storage.size(path)
     if size <= split_bytes:
         return [Shard(path)]
     bounds = list(range(0, size, split_bytes))
@@ -56,6 +105,8 @@ class Source:
 
     format: ClassVar[str] = ""
     Params: ClassVar[type[InputParams]] = InputParams
+    # False for an input that fetches its own files in ``prepare`` (a crawl): no paths to expand
+    reads_files: ClassVar[bool] = True
     # Documents per batch handed to the stages; readers also cut a batch at BATCH_BYTES so that a
     # few huge pages cannot overflow Arrow's 2 GiB per-array string offsets.
     BATCH_ROWS: ClassVar[int] = 256
@@ -67,6 +118,34 @@ class Source:
 
     def plan(self, files: list[str]) -> list[Shard]:
         return [Shard(f) for f in files]
+
+    def prepare(self, run_root: str, config_dir: str, files: list[str]) -> list[str]:
+        """Hook for an input that is fetched before it is read (``format: crawl``): called on the
+        driver under the run directory's lock, before planning, until a plan is recorded (so a
+        resumed run calls it again and it must skip what it already did); returns the files to
+        plan over.  Default: the config's files, unchanged."""
+        return files
+
+    def prepared_stats(self, run_root: str) -> list[dict]:
+        """The stats entries of ``prepare`` (e.g. ``crawl``), put before ``read`` in stats.json."""
+        return []
+
+    @contextmanager
+    def open(self, path: str, block_size: int = storage.READ_BLOCK, raw: bool = False) -> Iterator[IO[bytes]]:
+        """``path`` opened for reading: the plain local file, or range reads of a URL whose
+        transient errors are retried and counted (``extra.read_retries``), with the GETs and
+        bytes fetched counted too (``extra.remote_requests`` / ``remote_bytes``: a byte-range
+        task fetches its range, not the file).  ``raw``: unbuffered (the caller buffers)."""
+        if not storage.is_remote(path):
+            with open(path, "rb", buffering=0 if raw else -1) as f:
+                yield f
+            return
+        remote = storage.RemoteFile(path, None, block_size, lambda: self.stats.count("read_retries"))
+        try:
+            yield remote if raw else io.BufferedReader(remote, 64 * 1024)  # type: ignore[misc]
+        finally:
+            self.stats.count("remote_requests", remote.requests)
+            self.stats.count("remote_bytes", remote.fetched)
 
     def read(self, shard: Shard) -> Iterator[pa.RecordBatch]:
         raise NotImplementedError

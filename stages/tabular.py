@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from pipeline import storage
 from pipeline.registry import register_source
 from pipeline.source import InputParams, MiB, Shard, Source, byte_range_shards
 
@@ -111,14 +112,17 @@ class JsonlSource(_TabularSource):
     def _records(self, shard: Shard) -> Iterator[dict | None]:
         name = os.path.basename(shard.path)
         if shard.path.endswith(COMPRESSED):
-            stream = pa.input_stream(shard.path, compression="detect")
-            self.stats.bytes_in += os.path.getsize(shard.path)
-            for lineno, line in enumerate(_lines(stream), 1):
-                yield self._parse(line, f"{name}:{lineno}")
+            self.stats.bytes_in += storage.size(shard.path)
+            with self.open(shard.path, block_size=4 * MiB) as f:
+                # a local file keeps pyarrow's native reader (no Python file in between)
+                source = f if storage.is_remote(shard.path) else shard.path
+                stream = pa.input_stream(source, compression=pa.Codec.detect(shard.path).name)
+                for lineno, line in enumerate(_lines(stream), 1):
+                    yield self._parse(line, f"{name}:{lineno}")
             return
-        end = shard.end if shard.end is not None else os.path.getsize(shard.path)
+        end = shard.end if shard.end is not None else storage.size(shard.path)
         self.stats.bytes_in += end - shard.start
-        with open(shard.path, "rb") as f:
+        with self.open(shard.path) as f:
             pos = shard.start
             if pos > 0:  # the line that straddles our start belongs to the previous shard
                 f.seek(pos - 1)
@@ -163,7 +167,11 @@ class ParquetSource(_TabularSource):
     def plan(self, files: list[str]) -> list[Shard]:
         shards: list[Shard] = []
         for path in files:
-            meta = pq.ParquetFile(path).metadata
+            if storage.is_remote(path):
+                with storage.open_input(path) as f:
+                    meta = pq.ParquetFile(f).metadata
+            else:
+                meta = pq.ParquetFile(path).metadata
             start, acc = 0, 0
             for rg in range(meta.num_row_groups):
                 acc += meta.row_group(rg).total_byte_size
@@ -174,8 +182,14 @@ class ParquetSource(_TabularSource):
         return shards
 
     def read(self, shard: Shard) -> Iterator[pa.RecordBatch]:
+        if not storage.is_remote(shard.path):
+            yield from self._read(shard, pq.ParquetFile(shard.path))  # pyarrow's native local reader
+            return
+        with self.open(shard.path, block_size=4 * MiB) as f:
+            yield from self._read(shard, pq.ParquetFile(f))
+
+    def _read(self, shard: Shard, pf: pq.ParquetFile) -> Iterator[pa.RecordBatch]:
         p = self.params
-        pf = pq.ParquetFile(shard.path)
         names = pf.schema_arrow.names
         if p.text_field not in names:
             raise ValueError(f"{shard.path}: no column {p.text_field!r} (input.text_field); columns: {names}")

@@ -60,12 +60,14 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import Field
 
+from pipeline import storage
 from pipeline.registry import register_source
 from pipeline.source import InputParams, MiB, Shard, Source, byte_range_shards
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
 CHUNK = 1 * MiB
 PROBE_CHUNK = 16 * 1024  # compressed bytes fed per step when only probing a member's first bytes
+PROBE_BLOCK = 256 * 1024  # range-read size when planning a remote file (its first member only)
 VERSION_LINES = (b"WARC/1.0", b"WARC/1.1")
 HTML_MIMES = {"text/html", "application/xhtml+xml", "application/xml+xhtml"}
 # WHATWG encoding labels that differ from Python's codec of the same name.
@@ -178,34 +180,35 @@ def _is_member_start(f: io.BufferedReader, pos: int) -> bool:
     return head == b"WARC/"
 
 
-def _next_member(f: io.BufferedReader, pos: int, limit: int | None) -> int | None:
-    """First offset >= pos (and < limit) where a valid member starts, or None."""
+def _next_member(f: io.BufferedReader, pos: int, limit: int | None, chunk: int = CHUNK) -> int | None:
+    """First offset >= pos (and < limit) where a valid member starts, or None (scans ``chunk``
+    bytes at a time)."""
     while limit is None or pos < limit:
         f.seek(pos)
-        block = f.read(CHUNK + len(GZIP_MAGIC))
+        block = f.read(chunk + len(GZIP_MAGIC))
         if len(block) < len(GZIP_MAGIC):
             return None
         i = block.find(GZIP_MAGIC)
-        while i != -1 and i < CHUNK:
+        while i != -1 and i < chunk:
             if limit is not None and pos + i >= limit:
                 return None
             if _is_member_start(f, pos + i):
                 return pos + i
             i = block.find(GZIP_MAGIC, i + 1)
-        pos += CHUNK
+        pos += chunk
     return None
 
 
 def _is_multi_member(path: str) -> bool:
     """Is this gzip file split into members small enough to shard on (first one ends early)?"""
-    with open(path, "rb") as f:
-        member = _GzipMember(f, 0)
+    with storage.open_input(path, block_size=PROBE_BLOCK) as f:
+        member = _GzipMember(f, 0)  # type: ignore[arg-type]
         try:
             while member.fed < 8 * MiB and member.read(CHUNK):
                 pass
         except _BadMember:
             return False
-        return member.d.eof and member.end < os.path.getsize(path)
+        return member.d.eof and member.end < storage.size(path)
 
 
 def _normalise_charset(label: str | bytes | None) -> str | None:
@@ -301,7 +304,7 @@ class WarcSource(Source):
         from warcio.recordloader import ArcWarcRecordLoader
 
         self._loader = ArcWarcRecordLoader()
-        self.stats.bytes_in += (shard.end or os.path.getsize(shard.path)) - shard.start
+        self.stats.bytes_in += (shard.end or storage.size(shard.path)) - shard.start
         records = self._gzip_records(shard) if _is_gzip(shard.path) else self._plain_records(shard)
 
         def counted(rows: Iterator[dict]) -> Iterator[dict]:
@@ -324,16 +327,20 @@ class WarcSource(Source):
         self.stats.dropped[reason] += 1
 
     def _gzip_records(self, shard: Shard) -> Iterator[dict]:
-        size = os.path.getsize(shard.path)
+        size = storage.size(shard.path)
         end = size if shard.end is None else shard.end
         name = os.path.basename(shard.path)
-        with open(shard.path, "rb") as f:
+        # Range reads of about half a shard (1 MiB at most): a task fetches its range plus the
+        # rest of its last member, not a fixed 1 MiB per tiny shard.
+        block = min(storage.READ_BLOCK, max(16 * 1024, (end - shard.start) // 2))
+        chunk = block if storage.is_remote(shard.path) else CHUNK  # inflate no further ahead than that
+        with self.open(shard.path, block_size=block) as f:
             if shard.start == 0:
                 pos = 0 if _is_member_start(f, 0) else self._resync(f, 0)
             else:
-                pos = _next_member(f, shard.start, end)
+                pos = _next_member(f, shard.start, end, chunk)
             while pos is not None and pos < end:
-                member = _GzipMember(f, pos)
+                member = _GzipMember(f, pos, chunk)
                 stream = io.BufferedReader(member, CHUNK)
                 pending: list[dict] = []
                 mark = self.stats.docs_in  # records counted since rows were last passed on
@@ -373,14 +380,14 @@ class WarcSource(Source):
     def _resync(self, f: io.BufferedReader, pos: int, search_from: int | None = None) -> int | None:
         """Skip bytes from ``pos`` to the next valid member (which may lie past the shard's end)."""
         nxt = _next_member(f, pos if search_from is None else search_from, None)
-        stop = nxt if nxt is not None else os.path.getsize(f.name)
+        stop = nxt if nxt is not None else storage.size(f.name)
         if stop > pos:
             self.stats.count("garbage_bytes", stop - pos)
         return nxt
 
     def _plain_records(self, shard: Shard) -> Iterator[dict]:
-        with open(shard.path, "rb", buffering=0) as f:
-            stream = io.BufferedReader(f, CHUNK)
+        with self.open(shard.path, raw=True) as f:
+            stream = io.BufferedReader(f, CHUNK)  # type: ignore[arg-type]
             for row in self._records_in(stream, os.path.basename(shard.path)):
                 if row is not None:
                     yield row
@@ -522,6 +529,6 @@ def _drain(raw) -> None:
 def _is_gzip(path: str) -> bool:
     """gzip magic at the start, or a ``.gz`` name on a file that does not start as a plain WARC
     (a gzip WARC whose first bytes are garbage)."""
-    with open(path, "rb") as f:
+    with storage.open_input(path, block_size=PROBE_BLOCK) as f:
         head = f.read(5)
     return head[:2] == GZIP_MAGIC[:2] or (path.endswith(".gz") and not head.startswith(b"WARC/"))
