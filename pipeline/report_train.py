@@ -219,6 +219,40 @@ def _lineage_html(chain: list[dict[str, Any]]) -> str:
     )
 
 
+SAMPLE_ROWS = 10  # samples shown, of the last step that logged any
+SAMPLE_FIELD_CHARS = 4000
+
+
+def _samples_html(rows: list[dict[str, Any]]) -> str:
+    """The generations the trainer logged for its final model (``OUT/samples.jsonl``, written by
+    ``train.loop.write_samples``): prompt, completion and, where given, the reference reply; other
+    fields (finish reason, reward) as a note.  Text is untrusted and escaped."""
+    steps = [int(r["step"]) for r in rows if isinstance(r.get("step"), int | float)]
+    if not steps:
+        return "<p>No samples.</p>"
+    last = max(steps)
+    shown = [r for r in rows if r.get("step") == last][:SAMPLE_ROWS]
+    cols = [c for c in ("prompt", "completion", "reference") if any(c in r for r in shown)]
+    out = [
+        f"<p>Greedy generations of the model at step <span data-key='samples_step' data-value='{last}'>"
+        f"{last:,}</span>.</p><table id='samples-table'><tr>"
+        + "".join(f"<th>{c}</th>" for c in cols)
+        + "<th>other</th></tr>"
+    ]
+    for r in shown:
+        other = {k: v for k, v in r.items() if k not in (*cols, "step")}
+        out.append(
+            "<tr class='sample-row'>"
+            + "".join(
+                f"<td><pre class='doc' data-field='{c}'>{e(str(r.get(c, ''))[:SAMPLE_FIELD_CHARS])}"
+                "</pre></td>"
+                for c in cols
+            )
+            + f"<td class='note'>{e(json.dumps(other, ensure_ascii=False)[:500])}</td></tr>"
+        )
+    return "".join(out) + "</table>"
+
+
 def training_report(out_dir: str | Path) -> str:
     from pipeline import report_charts as charts
 
@@ -313,15 +347,5 @@ def training_report(out_dir: str | Path) -> str:
 
     samples = out / "samples.jsonl"
     if samples.is_file():
-        srows, _ = read_metrics(samples)
-        body.append(
-            section(
-                "samples",
-                "Samples",
-                "".join(
-                    f"<pre class='doc'>{e(json.dumps(r, ensure_ascii=False)[:4000])}</pre>"
-                    for r in srows[-10:]
-                ),
-            )
-        )
+        body.append(section("samples", "Samples", _samples_html(read_metrics(samples)[0])))
     return PAGE.format(title=e(f"winnow report: {out.name}"), body="\n".join(body))

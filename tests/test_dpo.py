@@ -135,6 +135,9 @@ def test_dpo_learns_and_records_lineage(base, pairs_file, tmp_path):  # noqa: F8
     meta = json.loads((out / "checkpoints/step-00000030/config.json").read_text())
     assert meta["kind"] == "dpo" and meta["parent"]["path"] == str(base[0])
     assert meta["train"]["beta"] == 0.5 and meta["data"]["pairs"] == 45
+    # the final model's replies to held-back prompts, next to the chosen reply, for winnow report
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 4 and all(r["step"] == 30 and r["reference"] for r in samples)
 
 
 def test_one_large_step_moves_every_parameter_and_sft_term_adds_loss(base, pairs_file, tmp_path):  # noqa: F811

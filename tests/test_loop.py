@@ -152,3 +152,17 @@ def test_run_loop_writes_metrics_and_resumable_state(tmp_path):
     assert rows[4]["tokens"] == 4 * 2 * 2 * 16 and "train_loss" in rows[4] and "val_loss" in rows[4]
     ts = torch.load(tmp_path / "checkpoints/step-00000004/trainer.pt", weights_only=True)
     assert ts["data"] == {"pos": 16} and ts["supervised_tokens"] == rows[4]["supervised_tokens"]
+
+
+def test_write_samples_replaces_the_rows_of_this_step_and_later(tmp_path):
+    """samples.jsonl after a resumed end, or a run continued with more steps: earlier ends' rows stay,
+    the rows of this step (a rerun of the same end) and later are replaced, a torn line is dropped."""
+    from train.loop import SAMPLES_FILE, write_samples
+
+    write_samples(tmp_path, 10, [{"prompt": "a", "completion": "x"}])
+    write_samples(tmp_path, 20, [{"prompt": "a", "completion": "y"}])
+    with (tmp_path / SAMPLES_FILE).open("a") as f:
+        f.write('{"step": 30, "prom')  # torn by a crash
+    write_samples(tmp_path, 20, [{"prompt": "a", "completion": "z"}, {"prompt": "b", "completion": "w"}])
+    rows = [json.loads(line) for line in (tmp_path / SAMPLES_FILE).read_text().splitlines()]
+    assert [(r["step"], r["completion"]) for r in rows] == [(10, "x"), (20, "z"), (20, "w")]

@@ -310,6 +310,14 @@ def make_training(root: Path, rows: int = 60) -> Path:
                 }
             )
     (sft / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    samples = [
+        {"step": 30, "prompt": "old", "completion": "from an earlier end of the run"},
+        {"step": rows, "prompt": "Say <b>hi</b>", "completion": "hi </script><img src=x onerror=alert(1)>",
+         "reference": "hi", "finish_reason": "eot"},
+        {"step": rows, "prompt": "Count", "completion": "1 2 3", "reference": "1 2",
+         "finish_reason": "length"},
+    ]  # fmt: skip
+    (sft / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in samples))
     return sft
 
 
@@ -533,6 +541,13 @@ def test_training_report_in_chromium(tmp_path, browser):
     assert "synthetic" in text and "abc123def4567890" in text  # the pipeline run and its config hash
     # the tokens manifest recorded at training time (sha256 "fff...") is not the file on disk now
     assert page.get_attribute("[data-verified]", "data-verified") == "false"
+    # samples of the final model (the last step's rows only), untrusted text shown as text
+    assert r.value('[data-key="samples_step"]') == 60
+    rows = page.query_selector_all("#samples-table tr.sample-row")
+    assert len(rows) == 2
+    first = [rows[0].query_selector(f'[data-field="{f}"]').inner_text() for f in ("prompt", "completion")]
+    assert first == ["Say <b>hi</b>", "hi </script><img src=x onerror=alert(1)>"]
+    assert "eot" in rows[0].inner_text()
 
 
 def test_training_lineage_verifies_the_data_manifest(tmp_path):

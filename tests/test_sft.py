@@ -284,6 +284,18 @@ def test_sft_learns_and_records_lineage(base, tmp_path):
     assert meta["data"]["examples"] == 64 and meta["data"]["truncated"] == 0
     # the checkpoint is a model generate/export/sft accept: tokenizer included
     assert (out / "checkpoints/step-00000040/tokenizer/tokenizer.json").is_file()
+    # samples.jsonl: the final model's greedy replies to held-back prompts, as `generate --chat` gives
+    from train.checkpoint import load_model
+    from train.generate import GenerationConfig, chat_prompt_ids, generate
+
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 4 and {r["step"] for r in samples} == {40}
+    model, tok = load_model(out)
+    prompts = [r["prompt"] for r in samples]
+    cfg = GenerationConfig(max_new_tokens=64)
+    expected = generate(model, tok, prompts, cfg, prompt_ids=chat_prompt_ids(tok, prompts))
+    assert [r["completion"] for r in samples] == [c.text for c in expected]
+    assert all(r["reference"] for r in samples)
 
 
 def test_resume_reproduces_the_uninterrupted_sft_run(base, tmp_path):
@@ -315,6 +327,7 @@ def test_resume_reproduces_the_uninterrupted_sft_run(base, tmp_path):
     wb = torch.load(b / "checkpoints/step-00000008/model.pt", weights_only=True)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert metrics(a) == metrics(b)
+    assert (a / "samples.jsonl").read_text() == (b / "samples.jsonl").read_text()
 
 
 def test_no_packing_pads_one_conversation_per_row(base, tmp_path, capsys):

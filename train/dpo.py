@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from train.checkpoint import load_checkpoint
 from train.data import DataError
+from train.generate import reply_samples
 from train.loop import (
     LoopSettings,
     Task,
@@ -311,7 +312,8 @@ def dpo(args: argparse.Namespace, info: DistInfo, log: Callable[..., None]) -> i
         "model": asdict(s.config),
     }
     task = Task(batches=batches, loss=loss, tokens=lambda b: b.tokens, evaluate=evaluate, label="dpo",
-                train_metrics=train_metrics)  # fmt: skip
+                train_metrics=train_metrics,
+                samples=lambda m: reply_samples(m, s.tokenizer, s.sample_convs))  # fmt: skip
     settings = LoopSettings.from_run(
         run,
         args,

@@ -555,6 +555,37 @@ def generate(
     raise AssertionError("unreachable")
 
 
+@torch.no_grad()
+def reply_samples(
+    model: GPT, tokenizer, conversations: Sequence[Sequence[dict]], max_new_tokens: int = 64
+) -> list[dict]:
+    """Greedy replies of ``model`` to each conversation's last user turn (everything before its
+    last assistant turn, rendered with the chat format), next to the reference reply: the
+    ``samples.jsonl`` rows a trainer logs for ``winnow report``.  Greedy, so the rows depend only
+    on the weights; the model's train/eval mode is restored."""
+    prompts, references = [], []
+    for conv in conversations:
+        last = max((i for i, m in enumerate(conv) if m["role"] == "assistant"), default=len(conv))
+        prompts.append(list(conv[:last]))
+        references.append(conv[last]["content"] if last < len(conv) else None)
+    if not prompts:
+        return []
+    was_training = model.training
+    model.eval()
+    try:
+        room = max(1, model.config.block_size - max_new_tokens)  # the prompt's end, if it is too long
+        ids = [render_for_completion(tokenizer, p)[-room:] for p in prompts]
+        cfg = GenerationConfig(strategy="greedy", max_new_tokens=max_new_tokens)
+        done = generate(model, tokenizer, [p[-1]["content"] for p in prompts], cfg, prompt_ids=ids)
+    finally:
+        model.train(was_training)
+    return [
+        {"prompt": p[-1]["content"], "completion": c.text, "finish_reason": c.finish_reason}
+        | ({"reference": r} if r is not None else {})
+        for p, c, r in zip(prompts, done, references)
+    ]
+
+
 def stream(
     model: GPT,
     tokenizer,

@@ -384,7 +384,10 @@ class Task:
     (``supervised_tokens``), for masked objectives where it differs from ``tokens``.
     ``train_metrics()`` → extra training metrics (the preference trainers' ``rewards/*``, accuracy)
     that ``loss`` accumulated since the previous call; called on every rank whenever a metrics line
-    is written, so it may all-reduce.
+    is written, so it may all-reduce.  ``samples(model)`` → a few generations of the final model
+    (``{"prompt", "completion", ...}`` rows, ``train.generate.reply_samples``), called on the main rank
+    only, once, after the last step; the loop writes them to ``OUT/samples.jsonl`` with the step, and
+    ``winnow report`` shows them.
     """
 
     batches: Batches
@@ -394,6 +397,26 @@ class Task:
     supervised: bool = False
     label: str = "train"
     train_metrics: Callable[[], dict] | None = None
+    samples: Callable[[torch.nn.Module], list[dict]] | None = None
+
+
+SAMPLES_FILE = "samples.jsonl"
+
+
+def write_samples(out: Path, step: int, rows: list[dict]) -> None:
+    """Replace ``OUT/samples.jsonl``'s rows of ``step`` and later (a resumed or re-run end) by
+    ``rows``, keeping earlier steps' (a run continued with more ``--max-steps``); atomic."""
+    path = out / SAMPLES_FILE
+    kept = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if int(json.loads(line)["step"]) < step:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut by a crash: dropped, as metrics.jsonl does
+    new = [json.dumps({"step": step, **r}, ensure_ascii=False) for r in rows]
+    atomic_write_text(path, "".join(line + "\n" for line in kept + new))
 
 
 @dataclass
@@ -616,6 +639,8 @@ def run_loop(
                         record.update(task.train_metrics())
                     if peak_fl and flops_per_token:
                         record["mfu"] = flops_per_token * n_tok / dt / (peak_fl * info.world_size)
+                if final and task.samples is not None and info.is_main:
+                    write_samples(out, step, task.samples(eval_model))
                 if s.eval_every and task.evaluate is not None and (step % s.eval_every == 0 or final):
                     base = {"step": step, "tokens": tokens}
                     if task.supervised:

@@ -316,6 +316,8 @@ class Setup:
     files: list[dict]
     val_lineage: dict | None
     accum: int
+    # a few prompts with their chosen reply (held-back ones first): the final model's samples.jsonl
+    sample_convs: list[list[dict]] = field(default_factory=list)
 
 
 def prepare(
@@ -391,6 +393,9 @@ def prepare(
         files=files,
         val_lineage=val_lineage,
         accum=batch_pairs // (B * W),
+        sample_convs=[
+            [*p.prompt, {"role": "assistant", "content": p.chosen}] for p in (val_pairs or pairs)[:4]
+        ],
     )
 
 

@@ -64,6 +64,7 @@ import torch
 from tokenizer.chat import ChatFormatError, render_conversation, require_chat_tokens, validate_messages
 from train.checkpoint import load_checkpoint, resolve_checkpoint
 from train.data import DataError, load_tokenizer
+from train.generate import reply_samples
 from train.loop import (
     LoopSettings,
     Task,
@@ -644,6 +645,7 @@ def sft(args: argparse.Namespace, info: DistInfo, log: Callable[..., None]) -> i
         evaluate=evaluate,
         supervised=True,
         label="sft",
+        samples=lambda m: reply_samples(m, tokenizer, (val_convs or train_convs)[:4]),
     )
     settings = LoopSettings.from_run(
         run, args, max_steps=max_steps, accum=accum, lr=peak, warmup=warmup, eval_every=run["eval_every"]
