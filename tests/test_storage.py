@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 import warcgen
 from helpers import REPO, kill_run_when, read_docs, write_config
+from raycluster import TwoNodeCluster
 from s3server import ACCESS_KEY, SECRET_KEY, RangeServer, S3Server
 
 from pipeline import storage
@@ -340,3 +341,54 @@ def test_sigkill_then_resume_on_s3_equals_uninterrupted(s3, warcs, local_run, tm
     got = _download(s3, out, tmp_path / "got")
     assert read_docs(got) == read_docs(local_run)
     assert _stats(got) == _stats(local_run)
+
+
+class _SplitScratchCluster(TwoNodeCluster):
+    """Two Ray nodes on loopback, each with its own scratch (``WINNOW_SCRATCH``) and temp dir:
+    nodes that share no disk, as cloud VMs do.  ``_node_args`` is called just before each node's
+    ``Popen(env=self.env)``, so setting ``env`` there gives each node its own."""
+
+    def __init__(self, env: dict, root: Path) -> None:
+        super().__init__()
+        self.base_env = {**self.env, **env}
+        self.root = root
+        self.started = 0
+
+    def _node_args(self, head: bool) -> list[str]:
+        node = self.root / f"node{self.started}"
+        (node / "tmp").mkdir(parents=True, exist_ok=True)
+        self.env = {**self.base_env, "WINNOW_SCRATCH": str(node / "scratch"), "TMPDIR": str(node / "tmp")}
+        self.started += 1
+        return super()._node_args(head)
+
+
+def test_two_node_cluster_without_shared_disk_equals_local(s3, warcs, tmp_path):
+    stages = [*STAGES, {"exact_dedup": {}}]  # a barrier: the next phase reads parts other nodes wrote
+    local = _spec(tmp_path, {"paths": [str(w) for w in warcs]}, tmp_path / "local", stages)
+    run_pipeline(local, in_process=True)
+    inputs = _bucket(s3, "cluster-in", {w.name: w.read_bytes() for w in warcs})
+    out = _bucket(s3, "cluster-out") + "/run"
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        {"c": {"input": {"format": "warc", "split_bytes": SPLIT, "paths": [f"{inputs}/*.warc.gz"]},
+               "output": out, "stages": stages}},
+    )  # fmt: skip
+    cluster = _SplitScratchCluster(s3.env, tmp_path / "nodes")
+    cluster.start()
+    try:
+        env = {**cluster.base_env, "WINNOW_SCRATCH": str(tmp_path / "driver")}
+        res = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "run", "c", "-c", str(cfg), "--no-progress",
+             "--address", cluster.address],
+            capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+        )  # fmt: skip
+    finally:
+        cluster.stop()
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = _download(s3, out, tmp_path / "got")
+    nodes = {json.loads(p.read_text())["node_id"] for p in (got / "_work/phase-0/done").glob("*.json")}
+    assert len(nodes) == 2, "tasks should have run on both nodes"
+    for node in ("node0", "node1"):  # each node worked in its own mirror
+        assert any((tmp_path / "nodes" / node / "scratch").rglob("part-*.parquet"))
+    assert read_docs(got) == read_docs(tmp_path / "local")
+    assert _stats(got) == _stats(tmp_path / "local")
