@@ -1,3 +1,3 @@
 """Built-in stages and input readers.  Importing this package registers them by name."""
 
-from stages import dedup, extract, language, pii, quality, tabular, tokenize, url_filter, warc  # noqa: F401
+from stages import crawl, dedup, extract, language, pii, quality, tabular, tokenize, url_filter, warc  # noqa: F401

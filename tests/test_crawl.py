@@ -1,0 +1,519 @@
+"""The crawler (``format: crawl``) against real HTTP servers the tests start on 127.0.0.x.
+
+One crawl of a small "web" (module fixture ``world``) runs through the whole pipeline
+(``[crawl -> extract]``, in-process) and most tests check its server-side request log, its WARC
+files and its stats: what was and was not fetched, request spacing per host, retries, robots.txt,
+redirects, limits and content types.  Separate crawls check the private-address rule, the
+equality of ``[crawl -> extract]`` with ``[warc -> extract]``, kill-and-resume of ``winnow crawl``
+and the Ray host-group mode.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+import time
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from crawlserver import DEV_WEB, Page, Sites, html, http_date, replayed_pages, sitemap
+from helpers import REPO, kill_run_when, read_docs, winnow, write_config
+from warcio.archiveiterator import ArchiveIterator
+
+from pipeline.config import load_pipelines
+from pipeline.executor import run_pipeline
+from stages import crawl_fetch
+from stages.crawl import CrawlParams, retry_after_seconds, run_crawl
+from stages.crawl_frontier import extract_links, url_key
+
+pytestmark = pytest.mark.skipif(not DEV_WEB.exists(), reason=f"{DEV_WEB} is not available")
+
+A, B, C, OUT = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.9"
+SCOPE = r"^http://127\.0\.0\.\d+:\d+/(t/.*)?$"  # the test routes: replayed pages' own links stay out
+A_DELAY = 0.15  # A's robots.txt Crawl-delay, above the configured delay
+DELAY = 0.05
+SLOW = 0.3  # /t/slow answers after this (under the read timeout)
+READ_TIMEOUT = 0.8
+
+
+def build_world(sites: Sites, pages: list) -> dict[str, str]:
+    """Routes of hosts A, B, C and the outside host; returns served URL -> original URL."""
+    a, b, c, out = sites[A], sites[B], sites[C], sites[OUT]
+    served: dict[str, str] = {}
+    for i, p in enumerate(pages[:4]):
+        a.page(f"/t/p/{i}", p.body, p.content_type)
+        served[f"{a.base}/t/p/{i}"] = p.url
+    for i, p in enumerate(pages[4:]):
+        b.page(f"/t/p/{i}", p.body, p.content_type)
+        served[f"{b.base}/t/p/{i}"] = p.url
+    a.page(
+        "/robots.txt",
+        f"User-agent: *\nDisallow: /t/private/\nCrawl-delay: {A_DELAY}\nSitemap: {a.base}/t/sitemap.xml\n",
+        "text/plain",
+    )
+    a.page("/t/sitemap.xml", sitemap([f"{a.base}/t/from-sitemap"]), "application/xml")
+    a.page("/t/from-sitemap", html("only in the sitemap", []))
+    links = [f"/t/p/{i}" for i in range(4)] + [
+        "/t/private/secret",
+        "/t/slow",
+        "/t/hang",
+        "/t/e500",
+        "/t/busy429",
+        "/t/busy503",
+        "/t/loop/a",
+        "/t/moved",
+        "/t/big",
+        "/t/big-stream",
+        "/t/file.pdf",
+        "/t/dup",
+        "/t/meta-nofollow",
+        "/t/based",
+        "/t/p/0#fragment",
+        f"HTTP://127.0.0.2:{a.port}/t/p/1",
+        f"{b.base}/",
+        f"{c.base}/t/x",
+        f"{out.base}/t/x",
+        "http://elsewhere.invalid/t/x",
+        "ftp://127.0.0.2/t/ftp",
+        "mailto:someone@example.org",
+        "javascript:void(0)",
+    ]
+    a.page("/", html("A", links).replace("</ul>", '<li><a rel="nofollow" href="/t/nofollow">x</a></li></ul>'))
+    a.page("/t/nofollow", html("never", []))
+    a.page("/t/slow", html("slow", []), delay=SLOW)
+    a.page("/t/hang", html("hang", []), delay=READ_TIMEOUT * 2)
+    a.page("/t/e500", "<html><body>boom</body></html>", status=500)
+    a.route(
+        "/t/busy429",
+        lambda n: (
+            Page(429, b"slow down", {"Retry-After": "1"}) if n == 0 else Page(body=html("ok429", []).encode())
+        ),
+    )
+    a.route(
+        "/t/busy503",
+        lambda n: (
+            Page(503, b"later", {"Retry-After": http_date(1)})
+            if n == 0
+            else Page(body=html("ok503", []).encode())
+        ),
+    )
+    a.route("/t/loop/a", lambda n: Page(302, b"", {"Location": "/t/loop/b"}))
+    a.route("/t/loop/b", lambda n: Page(302, b"", {"Location": "/t/loop/a"}))
+    a.route("/t/moved", lambda n: Page(301, b"", {"Location": "/t/target"}))
+    a.page("/t/target", html("moved here", []))
+    a.page("/t/big", b"<html><body>" + b"x" * (20 * 1024 * 1024) + b"</body></html>")
+    a.route(
+        "/t/big-stream",
+        lambda n: Page(body=b"<html><body>" + b"y" * (3 * 1024 * 1024), chunks=30, no_length=True),
+    )
+    a.page("/t/file.pdf", b"%PDF-1.4 not a page", "application/pdf")
+    a.page("/t/dup", pages[0].body, pages[0].content_type)
+    a.page(
+        "/t/meta-nofollow",
+        html("meta", ["/t/never-meta"], extra='<meta name="robots" content="noindex, nofollow">'),
+    )
+    a.page("/t/never-meta", html("never", []))
+    a.page("/t/based", html("based", ["rel"], extra='<base href="/t/sub/">'))
+    a.page("/t/sub/rel", html("relative to base", []))
+    b.page("/", html("B", [f"/t/p/{i}" for i in range(len(pages) - 4)] + [f"{a.base}/"]))
+    c.page("/robots.txt", "oops", status=500)
+    c.page("/t/x", html("C", []))
+    out.page("/t/x", html("outside", []))
+    return served
+
+
+def crawl_input(sites: Sites, **over) -> dict:
+    return {
+        "format": "crawl",
+        "seeds": [f"{sites[A].base}/"],
+        "allowed_domains": [A, B, C],
+        "url_patterns": [SCOPE],
+        "max_depth": 3,
+        "delay": DELAY,
+        "read_timeout": READ_TIMEOUT,
+        "connect_timeout": 2,
+        "max_retries": 1,
+        "backoff": 0.05,
+        "retry_after_cap": 5,
+        "max_response_bytes": 1024 * 1024,
+        "allow_private_addresses": True,
+        "concurrency": 4,
+        **over,
+    }
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("crawl")
+    pages = replayed_pages(8)
+    with Sites([A, B, C, OUT]) as sites:
+        served = build_world(sites, pages)
+        cfg = write_config(
+            tmp / "pipelines.yaml",
+            {
+                "web": {
+                    "input": crawl_input(sites),
+                    "output": str(tmp / "run"),
+                    "stages": [{"extract": {"deduplicate": False}}],
+                }
+            },
+        )
+        (spec,) = load_pipelines(cfg, ["web"])
+        started = time.monotonic()
+        result = run_pipeline(spec, in_process=True)
+        yield {
+            "sites": sites,
+            "pages": pages,
+            "served": served,
+            "run": tmp / "run",
+            "stats": {s["name"]: s for s in result.stats},
+            "seconds": time.monotonic() - started,
+            "tmp": tmp,
+            "cfg": cfg,
+        }
+
+
+def warc_records(run: Path) -> list:
+    out = []
+    for path in sorted((run / "warc").glob("*.warc.gz")):
+        with open(path, "rb") as f:
+            for rec in ArchiveIterator(f):
+                http = rec.http_headers
+                out.append(
+                    {
+                        "type": rec.rec_type,
+                        "uri": rec.rec_headers.get_header("WARC-Target-URI"),
+                        "id": rec.rec_headers.get_header("WARC-Record-ID"),
+                        "concurrent": rec.rec_headers.get_header("WARC-Concurrent-To"),
+                        "ip": rec.rec_headers.get_header("WARC-IP-Address"),
+                        "status": http.get_statuscode() if http and rec.rec_type != "request" else None,
+                        "refers_to": rec.rec_headers.get_header("WARC-Refers-To-Target-URI"),
+                        "head": http.to_str() if http else "",
+                        "body": rec.content_stream().read(),
+                    }
+                )
+    return out
+
+
+# --- what was and was not fetched ----------------------------------------------------------------
+
+
+def test_fetched_exactly_the_allowed_pages(world):
+    sites = world["sites"]
+    got = Counter(sites.paths(A))
+    once = ["/", *(f"/t/p/{i}" for i in range(4)), "/t/slow", "/t/e500", "/t/loop/a", "/t/loop/b"]
+    once += ["/t/moved", "/t/target", "/t/big", "/t/big-stream", "/t/file.pdf", "/t/dup"]
+    once += ["/t/meta-nofollow", "/t/based", "/t/sub/rel"]
+    expected = Counter(once) + Counter({"/t/busy429": 2, "/t/busy503": 2, "/t/hang": 2})
+    assert got == expected
+    # never: robots-disallowed, rel=nofollow, meta nofollow, sitemap-only (sitemaps: false)
+    assert Counter(sites.paths(B)) == Counter(["/", *(f"/t/p/{i}" for i in range(4))])
+    assert sites.paths(C) == []  # robots.txt answered 500: disallow all
+    assert [p for _, ip, p in sites.requests(robots=True) if ip == C] == ["/robots.txt"]
+    assert sites.requests(OUT, robots=True) == []  # outside allowed_domains: not even robots.txt
+    robots = [p for _, ip, p in sites.requests(robots=True) if p == "/robots.txt"]
+    assert len(robots) == 3  # once per host (A, B, C), cached
+
+
+def test_stats_count_every_failure_by_reason(world):
+    crawl = world["stats"]["crawl"]
+    print(json.dumps(crawl, indent=1))
+    dropped = crawl["dropped"]
+    assert dropped["robots_disallowed"] == 1  # /t/private/secret
+    assert dropped["robots_unreachable"] == 1  # C's page
+    assert dropped["timeout"] == 1  # /t/hang, after its retry
+    assert dropped["http_5xx"] == 1  # /t/e500 (a 500 is not retried)
+    assert dropped["too_large"] == 2  # Content-Length and streamed
+    assert dropped["content_type"] == 1
+    assert dropped["redirect_loop"] == 1
+    assert dropped["revisit"] == 1  # /t/dup = /t/p/0's payload
+    assert dropped["off_domain"] >= 2  # the outside host, elsewhere.invalid, the pages' own sites
+    assert dropped["url_pattern"] > 0
+    assert crawl["extra"]["retries"] == 3
+    assert crawl["extra"]["retry_reasons"] == {"http_429": 1, "http_503": 1, "timeout": 1}
+    assert crawl["docs_in"] - crawl["docs_out"] == sum(dropped.values())
+    pages_2xx = 4 + 4 + 2 + 5  # replayed, the two indexes, slow/busy429/busy503/target/dup
+    assert crawl["docs_out"] == pages_2xx - 1 + 3  # minus the revisit; meta-nofollow, based, sub/rel
+    names = [s for s in world["stats"]]
+    assert names[:2] == ["crawl", "read"]
+
+
+# --- politeness ----------------------------------------------------------------------------------
+
+
+def gaps(sites: Sites, ip: str) -> list[tuple[float, str]]:
+    reqs = sites.requests(ip)
+    return [(t1 - t0, p1) for (t0, _, _), (t1, _, p1) in itertools.pairwise(reqs)]
+
+
+def test_requests_to_one_host_are_spaced(world):
+    sites = world["sites"]
+    # server-side accept times: a connection may be accepted a little late on a loaded machine
+    # (load average ~10 on 2 cores here), which shortens the next gap; the crawler's own start
+    # times are exactly >= the delay
+    slack = 0.03
+    for gap, path in gaps(sites, A):
+        assert gap >= A_DELAY - slack, (gap, path)  # Crawl-delay raised the 0.05 s minimum
+    for gap, path in gaps(sites, B):
+        assert gap >= DELAY - slack, (gap, path)
+    # AutoThrottle: after the slow answer the delay moves halfway to its latency
+    after_slow = [g for (g, _), prev in zip(gaps(sites, A), sites.paths(A)) if prev == "/t/slow"]
+    assert after_slow and after_slow[0] >= (A_DELAY + SLOW) / 2 - slack
+    # hosts are crawled in parallel: B's requests happen while A is still being crawled
+    a_times = [t for t, _, _ in sites.requests(A)]
+    b_times = [t for t, _, _ in sites.requests(B)]
+    assert min(b_times) < max(a_times) and max(b_times) < max(a_times)
+
+
+def test_retries_honour_retry_after(world):
+    sites = world["sites"]
+    times = {
+        p: [t for t, _, q in sites.requests(A) if q == p] for p in ("/t/busy429", "/t/busy503", "/t/hang")
+    }
+    assert times["/t/busy429"][1] - times["/t/busy429"][0] >= 1.0 - 0.01  # Retry-After: 1
+    assert times["/t/busy503"][1] - times["/t/busy503"][0] >= 0.05  # an HTTP-date ~1 s ahead (1 s resolution)
+    assert len(times["/t/hang"]) == 2  # a read timeout is retried once (max_retries 1)
+
+
+def test_retry_after_forms():
+    now = time.time()
+    assert retry_after_seconds("7") == 7.0
+    assert 29 <= retry_after_seconds(http_date(30), now) <= 31
+    assert retry_after_seconds(http_date(-30)) == 0.0
+    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+
+
+# --- WARC output ---------------------------------------------------------------------------------
+
+
+def test_warc_validates_and_links_request_to_response(world):
+    files = sorted((world["run"] / "warc").glob("*.warc.gz"))
+    assert files
+    check = subprocess.run(
+        [sys.executable, "-m", "warcio.cli", "check", "-v", *map(str, files)], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "digest pass" in check.stdout
+    recs = warc_records(world["run"])
+    assert recs[0]["type"] == "warcinfo"
+    info = recs[0]["body"].decode()
+    assert "winnow-crawl-config" in info and "allowed_domains" in info
+    ids = {r["id"]: r for r in recs}
+    requests = [r for r in recs if r["type"] == "request"]
+    assert requests and all(r["ip"] == r["uri"].split("/")[2].split(":")[0] for r in requests)
+    for req in requests:
+        target = ids[req["concurrent"]]
+        assert target["type"] in ("response", "revisit") and target["uri"] == req["uri"]
+        assert req["head"].startswith("GET ") and "User-Agent: winnow-crawler" in req["head"]
+    assert gzip_members(files[0].read_bytes()) == len(recs)  # one gzip member per record
+
+
+def gzip_members(data: bytes) -> int:
+    count, pos = 0, 0
+    while pos < len(data):
+        d = zlib.decompressobj(31)
+        d.decompress(data[pos:])
+        assert d.eof
+        pos = len(data) - len(d.unused_data)
+        count += 1
+    return count
+
+
+def test_warc_records_redirect_hops_and_revisits(world):
+    recs = warc_records(world["run"])
+    base = world["sites"][A].base
+    status = {(r["uri"], r["status"]) for r in recs if r["type"] == "response"}
+    assert (f"{base}/t/moved", "301") in status and (f"{base}/t/target", "200") in status
+    assert (f"{base}/t/loop/a", "302") in status and (f"{base}/t/loop/b", "302") in status
+    assert (f"{base}/t/busy429", "429") in status and (f"{base}/t/busy429", "200") in status
+    revisit = [r for r in recs if r["type"] == "revisit"]
+    assert [(r["uri"], r["refers_to"]) for r in revisit] == [(f"{base}/t/dup", f"{base}/t/p/0")]
+    # nothing over the size limit and no non-HTML 2xx was stored
+    uris = {r["uri"] for r in recs}
+    assert not {f"{base}/t/big", f"{base}/t/big-stream", f"{base}/t/file.pdf"} & uris
+
+
+def test_warc_reader_reads_the_pages_back(world):
+    rows = read_docs(world["run"])
+    by_url = {r["url"]: r for r in rows}
+    served = world["served"]
+    assert set(served) <= set(by_url)
+    assert world["stats"]["read"]["docs_out"] == len(rows) == world["stats"]["crawl"]["docs_out"]
+    assert all(r["text"] for r in rows if r["url"] in served)
+
+
+def test_crawl_then_extract_equals_warc_then_extract(world):
+    """The replayed pages' texts through [crawl -> extract] equal [warc -> extract] over their
+    original records of dev_web.warc.gz."""
+    tmp = world["tmp"]
+    ref = tmp / "reference.warc.gz"
+    ref.write_bytes(b"".join(p.record for p in world["pages"]))
+    cfg = write_config(
+        tmp / "ref.yaml",
+        {
+            "ref": {
+                "input": {"format": "warc", "paths": [str(ref)]},
+                "output": str(tmp / "ref"),
+                "stages": [{"extract": {"deduplicate": False}}],
+            }
+        },
+    )
+    (spec,) = load_pipelines(cfg, ["ref"])
+    run_pipeline(spec, in_process=True)
+    reference = {r["url"]: r["text"] for r in read_docs(tmp / "ref")}
+    crawled = {r["url"]: r["text"] for r in read_docs(world["run"])}
+    assert len(reference) == len(world["pages"]) == 8
+    for served, original in world["served"].items():
+        assert crawled[served] == reference[original], served
+
+
+def test_rerun_of_a_finished_crawl_fetches_nothing(world):
+    sites = world["sites"]
+    before = len(sites.requests(robots=True))
+    (spec,) = load_pipelines(world["cfg"], ["web"])
+    result = run_pipeline(spec, in_process=True)
+    assert len(sites.requests(robots=True)) == before
+    assert {s["name"]: s for s in result.stats}["crawl"] == world["stats"]["crawl"]
+
+
+# --- safety --------------------------------------------------------------------------------------
+
+
+def test_private_addresses_refused_at_connect_time(tmp_path, monkeypatch):
+    real = crawl_fetch.RESOLVER
+    monkeypatch.setattr(
+        crawl_fetch,
+        "RESOLVER",
+        lambda host, port: ["127.0.0.2"] if host == "rebind.test" else real(host, port),
+    )
+    with Sites([A]) as sites:
+        sites[A].page("/", html("A", []))
+        port = sites[A].port
+        params = CrawlParams(
+            seeds=[f"http://rebind.test:{port}/", f"http://localhost:{port}/", "http://10.1.2.3/"],
+            allowed_domains=["rebind.test", "localhost", "10.1.2.3"],
+            delay=0.01,
+        )
+        result = run_crawl(params, tmp_path, tmp_path)
+        assert sites.requests(robots=True) == []
+    assert result["stats"]["dropped"] == {"private_address": 3}
+    assert result["stats"]["docs_out"] == 0
+
+
+def test_is_public():
+    assert crawl_fetch.is_public("93.184.215.14") and crawl_fetch.is_public("2606:4700::1111")
+    for ip in ("127.0.0.1", "10.0.0.1", "192.168.1.1", "172.16.0.1", "169.254.169.254", "::1", "fe80::1"):
+        assert not crawl_fetch.is_public(ip), ip
+    assert not crawl_fetch.is_public("::ffff:127.0.0.1") and not crawl_fetch.is_public("0.0.0.0")
+
+
+def test_non_http_seeds_are_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="not an http"):
+        CrawlParams(seeds=["file:///etc/passwd"])
+    with pytest.raises(ValueError, match="seeds"):
+        CrawlParams()
+
+
+# --- frontier units ------------------------------------------------------------------------------
+
+
+def test_url_key_canonicalises():
+    assert url_key("HTTP://Example.COM:80/a?b=1&a=2#frag") == url_key("http://example.com/a?a=2&b=1")
+    assert url_key("https://example.com:443/") == url_key("https://example.com")
+    assert url_key("http://example.com:8080/") != url_key("http://example.com/")
+    assert url_key("http://example.com/%7Euser") == url_key("http://example.com/~user")
+
+
+def test_extract_links_rules():
+    page = (
+        '<html><head><base href="http://h/dir/"></head><body>'
+        '<a href="x">1</a><a rel="nofollow" href="/n">2</a>'
+        '<a href="mailto:a@b">3</a><a href="#top">4</a><area href="/map"><a href="x">dup</a></body></html>'
+    )
+    assert extract_links(page, "http://h/index") == ["http://h/dir/x", "http://h/dir/", "http://h/map"]
+    meta = '<html><head><meta name="robots" content="NOFOLLOW"></head><body><a href="/x">x</a></body></html>'
+    assert extract_links(meta, "http://h/") == []
+    assert extract_links("", "http://h/") == []
+
+
+# --- kill and resume -----------------------------------------------------------------------------
+
+CHAIN = 14  # pages of the resume site, linked in a chain (the crawl is sequential and slow)
+RESUME_DELAY = 0.3  # long enough that the kill lands between two requests
+
+
+def chain_site(sites: Sites, ip: str) -> None:
+    s = sites[ip]
+    s.page("/robots.txt", "User-agent: *\nAllow: /\n", "text/plain")
+    s.page("/", html("start", ["/t/0"]))
+    for i in range(CHAIN):
+        s.page(
+            f"/t/{i}",
+            html(f"page {i}", [f"/t/{i + 1}", f"/t/{i + 1}", "/"] + ([f"/t/x{i}"] if i % 3 else [])),
+        )
+        s.page(f"/t/x{i}", html(f"side {i}", ["/"]))
+
+
+def test_kill_and_resume_fetches_nothing_twice(tmp_path):
+    ip = "127.0.0.5"
+    with Sites([ip]) as sites:
+        chain_site(sites, ip)
+        inp = {
+            "format": "crawl",
+            "seeds": [f"{sites[ip].base}/"],
+            "allowed_domains": [ip],
+            "delay": RESUME_DELAY,
+            "max_depth": 50,
+            "allow_private_addresses": True,
+        }
+        cfg = write_config(
+            tmp_path / "p.yaml",
+            {
+                "full": {"input": inp, "output": str(tmp_path / "full")},
+                "cut": {"input": inp, "output": str(tmp_path / "cut")},
+            },
+        )
+        # the uninterrupted crawl
+        (spec,) = load_pipelines(cfg, ["full"])
+        from pipeline.executor import prepare_input
+
+        prepare_input(spec)
+        full = sites.paths(ip)
+        assert len(full) == len(set(full)) > CHAIN
+        with sites.lock:
+            sites.log.clear()
+
+        journal = tmp_path / "cut" / "_work" / "crawl" / "group-000.jsonl"
+
+        def pages_done() -> int:
+            try:
+                return sum('"pages":1' in line for line in journal.read_text().splitlines())
+            except OSError:
+                return 0
+
+        kill_run_when(["crawl", "cut", "-c", str(cfg)], lambda: pages_done() >= 6, poll=0.01)
+        before = sites.paths(ip)
+        assert 6 <= len(before) < len(full)
+        res = winnow("crawl", "cut", "-c", str(cfg), timeout=120)
+        assert res.returncode == 0, res.stderr
+        after = sites.paths(ip)
+    assert len(after) == len(set(after)), [p for p, n in Counter(after).items() if n > 1]
+    assert sorted(after) == sorted(full)
+    recs = warc_records(tmp_path / "cut")
+    responses = [r["uri"] for r in recs if r["type"] == "response"]
+    assert len(responses) == len(set(responses)) == len(full)
+    for f in (tmp_path / "cut" / "warc").glob("*.warc.gz"):
+        assert subprocess.run([sys.executable, "-m", "warcio.cli", "check", str(f)]).returncode == 0
+
+
+def test_winnow_crawl_rejects_other_inputs(tmp_path):
+    cfg = write_config(
+        tmp_path / "p.yaml",
+        {"w": {"input": {"format": "warc", "paths": [str(REPO / "samples" / "sample.warc.gz")]}}},
+    )
+    res = winnow("crawl", "w", "-c", str(cfg))
+    assert res.returncode == 2 and "nothing to crawl" in res.stderr
