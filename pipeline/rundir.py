@@ -57,11 +57,13 @@ def scratch_dir(url: str) -> Path:
 
 
 class RunDir:
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, scratch: Path | None = None) -> None:
+        """``root``: a local path or a URL; ``scratch``: this process's mirror of a URL (default
+        ``scratch_dir(url)``)."""
         self.url: str | None = None
         if storage.is_remote(str(root)):
             self.url = str(root).rstrip("/")
-            self.root = scratch_dir(self.url)
+            self.root = Path(scratch) if scratch is not None else scratch_dir(self.url)
         else:
             self.root = Path(root).resolve()
         self.origin = self.root  # the driver's root: paths passed between processes are under it

@@ -392,3 +392,29 @@ def test_two_node_cluster_without_shared_disk_equals_local(s3, warcs, tmp_path):
         assert any((tmp_path / "nodes" / node / "scratch").rglob("part-*.parquet"))
     assert read_docs(got) == read_docs(tmp_path / "local")
     assert _stats(got) == _stats(tmp_path / "local")
+
+
+def test_training_reads_token_shards_from_s3(s3, tmp_path):
+    from train_fixtures import random_docs, write_token_run
+
+    from train.data import PretrainLoader, open_source
+
+    docs = random_docs(80, vocab_size=500, eot_id=499, seed=1)
+    val = random_docs(10, vocab_size=500, eot_id=499, seed=2)
+    run = write_token_run(tmp_path / "tokrun", docs, val, vocab_size=500, eot_id=499, docs_per_shard=20)
+    files = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    url = _bucket(s3, "tokens", {f"runs/tokrun/{k}": v for k, v in files.items()}) + "/runs/tokrun"
+    os.environ["WINNOW_SCRATCH"] = str(tmp_path / "scratch")
+    try:
+        remote = open_source(f"{url}", "train")
+        remote_val = open_source(url, "val")
+    finally:
+        del os.environ["WINNOW_SCRATCH"]
+    local = open_source(run, "train")
+    assert remote.tokens == local.tokens and remote.name == "tokrun"
+    assert remote_val.tokens == open_source(run, "val").tokens == sum(len(d) for d in val)
+    assert remote.lineage()["path"] == url and remote.manifest_sha256 == local.manifest_sha256
+    a = PretrainLoader([remote], block_size=16, micro_batch=4, shuffle_tokens=0)
+    b = PretrainLoader([local], block_size=16, micro_batch=4, shuffle_tokens=0)
+    for _ in range(30):
+        assert all((x == y).all() for x, y in zip(a.next_batch(), b.next_batch()))
