@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="pipelines file (default ./pipelines.yaml)")
     c.add_argument("--output", help="run directory (default: the pipeline's 'output')")
     c.add_argument("--fresh", action="store_true", help="discard an earlier crawl in the output dir")
+    c.add_argument(
+        "--address", help="Ray cluster address for 'workers' > 1 (default: $RAY_ADDRESS, else a local Ray)"
+    )
 
     # Subcommands owned by packages above the engine (tokenizer, train), found through the
     # ``winnow.commands`` entry-point group so that the engine never imports them.  Their
@@ -183,7 +186,7 @@ def cmd_crawl(args: argparse.Namespace) -> int:
     from pipeline.stats import print_stats
 
     try:
-        stats = prepare_input(spec, output=args.output, fresh=args.fresh)
+        stats = prepare_input(spec, output=args.output, fresh=args.fresh, address=args.address)
     except RunFailed as exc:
         print(f"winnow: crawl failed: {exc}", file=sys.stderr)
         return 1

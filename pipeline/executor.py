@@ -583,6 +583,7 @@ def run_pipeline(
             run_dir.pull_bookkeeping()  # the store is the truth: only its markers count
         _clean_temp_files(run_dir)
         source = registry.SOURCES[spec.input.format](spec.input)
+        source.start_ray = lambda: init_ray(address, num_cpus)
         shards = _check_plan(
             run_dir,
             spec,
@@ -634,7 +635,11 @@ def run_pipeline(
 
 
 def prepare_input(
-    spec: PipelineSpec, output: str | Path | None = None, fresh: bool = False, force_unlock: bool = False
+    spec: PipelineSpec,
+    output: str | Path | None = None,
+    fresh: bool = False,
+    force_unlock: bool = False,
+    address: str | None = None,
 ) -> list[dict]:
     """``winnow crawl``: only the input's ``Source.prepare`` step (a crawl), under the run
     directory's lock, resumable like a run; returns its stats entries."""
@@ -645,6 +650,7 @@ def prepare_input(
     run_dir.work.mkdir(parents=True, exist_ok=True)
     with _Lock(run_dir, force=force_unlock):
         source = registry.SOURCES[spec.input.format](spec.input)
+        source.start_ray = lambda: init_ray(address, None)
         source.prepare(str(run_dir.root), str(spec.config_file.parent), spec.input_files)
         return source.prepared_stats(str(run_dir.root))
 

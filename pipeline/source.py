@@ -107,6 +107,9 @@ class Source:
     Params: ClassVar[type[InputParams]] = InputParams
     # False for an input that fetches its own files in ``prepare`` (a crawl): no paths to expand
     reads_files: ClassVar[bool] = True
+    # Set by the executor before ``prepare``: starts Ray (or joins the cluster) and returns the
+    # function that stops it, for a ``prepare`` that fans out (a crawl's host groups)
+    start_ray: Callable[[], Callable[[], None]] | None = None
     # Documents per batch handed to the stages; readers also cut a batch at BATCH_BYTES so that a
     # few huge pages cannot overflow Arrow's 2 GiB per-array string offsets.
     BATCH_ROWS: ClassVar[int] = 256
