@@ -52,6 +52,7 @@ import threading
 import time
 import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -664,9 +665,12 @@ def crawl_dirs(root: Path) -> tuple[Path, Path]:
     return root / "_work" / "crawl", root / "warc"
 
 
-def run_crawl(params: CrawlParams, root: Path, base: Path, address: str | None = None) -> dict:
+def run_crawl(
+    params: CrawlParams, root: Path, base: Path, start_ray: Callable[[], Callable[[], None]] | None = None
+) -> dict:
     """Crawl (or resume, or skip if already finished) into ``root``; returns the ``crawl`` stats
-    entry and the WARC files: ``{"stats": {...}, "files": [...]}`` (also in _work/crawl/done.json)."""
+    entry and the WARC files: ``{"stats": {...}, "files": [...]}`` (also in _work/crawl/done.json).
+    ``start_ray`` (the executor's, see ``Source.start_ray``) starts Ray for ``workers > 1``."""
     state, warc_dir = crawl_dirs(root)
     done = state / "done.json"
     if done.exists():
@@ -689,7 +693,7 @@ def run_crawl(params: CrawlParams, root: Path, base: Path, address: str | None =
             crawler.close()
         stats, files = StageStats.from_dict(result["stats"]), result["files"]
     else:
-        stats, files = _run_groups(raw, state, warc_dir, seed_items, threads, address)
+        stats, files = _run_groups(raw, state, warc_dir, seed_items, threads, start_ray)
     stats.seconds += time.perf_counter() - started
     out = {"stats": stats.to_dict(), "files": sorted(files)}
     atomic_write_json(done, out)
@@ -697,16 +701,24 @@ def run_crawl(params: CrawlParams, root: Path, base: Path, address: str | None =
 
 
 def _run_groups(
-    raw: dict, state: Path, warc_dir: Path, seed_items: list[dict], threads: int, address: str | None
+    raw: dict,
+    state: Path,
+    warc_dir: Path,
+    seed_items: list[dict],
+    threads: int,
+    start_ray: Callable[[], Callable[[], None]] | None,
 ) -> tuple[StageStats, list[str]]:
     """``workers`` host groups as Ray actors, exchanging links every ``round_seconds``."""
     import ray
 
-    from pipeline.executor import init_ray
-
     params = CrawlParams(**raw)
     groups = params.workers
-    stop = init_ray(address, None)
+    if ray.is_initialized():
+        stop: Callable[[], None] = lambda: None  # noqa: E731
+    elif start_ray is not None:
+        stop = start_ray()
+    else:
+        raise RunFailed("crawl: workers > 1 runs its host groups as Ray actors, and Ray is not started")
     try:
         actor_cls = ray.remote(num_cpus=0.25)(GroupCrawler)
         actors = [actor_cls.remote(raw, str(state), str(warc_dir), g, groups, threads) for g in range(groups)]
@@ -759,7 +771,7 @@ class CrawlSource(Source):
         return WarcSource(WarcParams(paths=["crawl"], split_bytes=self.params.split_bytes))
 
     def prepare(self, run_root: str, config_dir: str, files: list[str]) -> list[str]:
-        return run_crawl(self.params, Path(run_root), Path(config_dir))["files"]
+        return run_crawl(self.params, Path(run_root), Path(config_dir), self.start_ray)["files"]
 
     def prepared_stats(self, run_root: str) -> list[dict]:
         done = crawl_dirs(Path(run_root))[0] / "done.json"

@@ -10,8 +10,8 @@ and the Ray host-group mode.
 
 from __future__ import annotations
 
+import gzip
 import itertools
-import json
 import subprocess
 import sys
 import time
@@ -221,7 +221,6 @@ def test_fetched_exactly_the_allowed_pages(world):
 
 def test_stats_count_every_failure_by_reason(world):
     crawl = world["stats"]["crawl"]
-    print(json.dumps(crawl, indent=1))
     dropped = crawl["dropped"]
     assert dropped["robots_disallowed"] == 1  # /t/private/secret
     assert dropped["robots_unreachable"] == 1  # C's page
@@ -517,3 +516,93 @@ def test_winnow_crawl_rejects_other_inputs(tmp_path):
     )
     res = winnow("crawl", "w", "-c", str(cfg))
     assert res.returncode == 2 and "nothing to crawl" in res.stderr
+
+
+# --- host groups on Ray --------------------------------------------------------------------------
+
+
+def test_host_groups_on_ray_keep_politeness_per_host(tmp_path):
+    """``workers: 2``: two Ray actors, each owning the hosts that hash to it; links to the other
+    group's hosts are routed between rounds.  Every page is fetched once, each host's records are
+    in one group's WARC files only, and spacing holds per host."""
+    from pipeline.executor import init_ray
+    from stages.crawl import group_of
+    from stages.crawl_frontier import host_of
+
+    ips = [f"127.0.0.{i}" for i in range(10, 30)]
+    with Sites(ips[:6]) as sites:
+        groups = {group_of(host_of(sites[ip].base + "/"), 2) for ip in ips[:6]}
+        assert groups == {0, 1}
+        for n, ip in enumerate(ips[:6]):
+            nxt = sites[ips[(n + 1) % 6]].base
+            sites[ip].page("/", html(ip, ["/t/1", "/t/2", f"{nxt}/"]))
+            sites[ip].page("/t/1", html(f"{ip} one", ["/t/2", f"{nxt}/t/1"]))
+            sites[ip].page("/t/2", html(f"{ip} two", ["/"]))
+        params = CrawlParams(
+            seeds=[f"{sites[ips[0]].base}/"],
+            allowed_domains=ips[:6],
+            delay=0.1,
+            workers=2,
+            concurrency=4,
+            round_seconds=0.5,
+            max_depth=20,
+            allow_private_addresses=True,
+        )
+        result = run_crawl(params, tmp_path, tmp_path, start_ray=lambda: init_ray(None, 2))
+        for ip in ips[:6]:
+            assert sorted(sites.paths(ip)) == ["/", "/t/1", "/t/2"], ip
+            assert all(g >= 0.1 - 0.03 for g, _ in gaps(sites, ip))
+    assert result["stats"]["docs_out"] == 18
+    owner: dict[str, set[str]] = {}
+    for path in (tmp_path / "warc").glob("*.warc.gz"):
+        with open(path, "rb") as f:
+            for rec in ArchiveIterator(f):
+                uri = rec.rec_headers.get_header("WARC-Target-URI")
+                if rec.rec_type == "response":
+                    owner.setdefault(uri.split("/")[2], set()).add(path.name.split("-")[1])
+    assert len(owner) == 6 and all(len(g) == 1 for g in owner.values())
+    assert {g for gs in owner.values() for g in gs} == {"g000", "g001"}
+
+
+def test_sitemaps_from_robots_seed_the_crawl_when_enabled(tmp_path):
+    ip = "127.0.0.6"
+    with Sites([ip]) as sites:
+        s = sites[ip]
+        s.page("/robots.txt", f"User-agent: *\nSitemap: {s.base}/t/index.xml\n", "text/plain")
+        s.page("/t/index.xml", sitemap([f"{s.base}/t/more.xml"]), "application/xml")
+        s.page("/t/more.xml", gzip.compress(sitemap([f"{s.base}/t/a", f"{s.base}/t/b"])), "application/gzip")
+        s.page("/", html("home", []))
+        for p in ("/t/a", "/t/b"):
+            s.page(p, html(p, []))
+        params = CrawlParams(
+            seeds=[f"{s.base}/"], delay=0.01, sitemaps=True, allow_private_addresses=True, max_depth=0
+        )
+        result = run_crawl(params, tmp_path, tmp_path)
+        assert sorted(sites.paths(ip)) == ["/", "/t/a", "/t/b", "/t/index.xml", "/t/more.xml"]
+    assert result["stats"]["docs_out"] == 5  # pages and sitemaps are stored; the reader keeps HTML
+
+
+def test_warc_files_rotate_by_size(tmp_path):
+    from stages.crawl_warc import WarcOut
+
+    out = WarcOut(tmp_path, "crawl-g000", 3000, {"seeds": ["x"]})
+    request = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+    for n in range(6):
+        body = f"<html>{n}{'z' * 1500}</html>".encode()
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        out.write_exchange(f"http://h/{n}", request, head + body, "1.2.3.4", time.time(), 200)
+    out.close()
+    files = sorted(tmp_path.glob("*.warc.gz"))
+    assert len(files) >= 2
+    for f in files:
+        with open(f, "rb") as fh:
+            types = [r.rec_type for r in ArchiveIterator(fh)]
+        assert types[0] == "warcinfo" and types.count("response") >= 1
+    # a resume cuts each file back to its committed size and removes uncommitted files
+    sizes = dict(out.sizes)
+    with open(files[0], "ab") as fh:
+        fh.write(b"\x1f\x8b\x08 torn")
+    (tmp_path / "crawl-g000-00099.warc.gz").write_bytes(b"partial")
+    again = WarcOut(tmp_path, "crawl-g000", 3000, {})
+    again.restore(sizes, {})
+    assert {f.name: f.stat().st_size for f in tmp_path.glob("*.warc.gz")} == sizes
