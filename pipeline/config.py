@@ -22,7 +22,7 @@ import yaml
 from pydantic import ValidationError
 
 from pipeline import registry, storage
-from pipeline.source import OPTIONAL_INPUT_KEYS, InputParams, select_files
+from pipeline.source import OPTIONAL_INPUT_KEYS, UNHASHED_INPUT_KEYS, InputParams, select_files
 from pipeline.stage import Params, Stage
 
 PIPELINE_KEYS = {
@@ -75,7 +75,10 @@ class PipelineSpec:
         }
 
     def config_hash(self) -> str:
-        blob = json.dumps(self.resolved(), sort_keys=True).encode()
+        resolved = self.resolved()
+        for key in UNHASHED_INPUT_KEYS:
+            resolved["input"].pop(key, None)
+        blob = json.dumps(resolved, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

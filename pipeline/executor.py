@@ -268,7 +268,7 @@ def run_task(spec: PipelineSpec, root: str | RunDir, phase: Phase, task: Task) -
         source = registry.SOURCES[spec.input.format](spec.input)
         read_stats = source.stats
         assert task.shard is not None
-        batches = _timed(source.read(task.shard), read_stats)
+        batches = _timed(source.read_checked(task.shard), read_stats)
     else:
         batches = pq.ParquetFile(run_dir.fetch(task.part)).iter_batches(batch_size=256)
 

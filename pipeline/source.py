@@ -25,7 +25,16 @@ MiB = 1024 * 1024
 
 # Input keys added with remote paths; left out of the config hash while unset, so that the hash
 # (and the resume of a run directory) of a config that does not use them is unchanged.
-OPTIONAL_INPUT_KEYS = ("paths_file", "base_url", "max_files", "sample_files", "sample_seed")
+OPTIONAL_INPUT_KEYS = (
+    "paths_file",
+    "base_url",
+    "max_files",
+    "sample_files",
+    "sample_seed",
+    "skip_unreadable",
+)
+# Keys that do not change what a finished task wrote: left out of the hash even when set.
+UNHASHED_INPUT_KEYS = ("skip_unreadable",)
 
 
 class InputParams(Params):
@@ -46,6 +55,12 @@ class InputParams(Params):
         None, ge=1, description="keep N input files chosen by a seeded hash of their path (any listing order)"
     )
     sample_seed: int | None = Field(None, description="seed of sample_files (default 0)")
+    skip_unreadable: bool | None = Field(
+        None,
+        description="a file that stays unreadable after retries (404, 403, repeated 5xx) is counted "
+        "(read stats: dropped.unreadable, extra.unreadable_files) instead of failing the run; "
+        "not part of the config hash, so it can be added to resume a failed run",
+    )
 
     @model_validator(mode="after")
     def _some_input(self) -> InputParams:
@@ -152,6 +167,20 @@ class Source:
 
     def read(self, shard: Shard) -> Iterator[pa.RecordBatch]:
         raise NotImplementedError
+
+    def read_checked(self, shard: Shard) -> Iterator[pa.RecordBatch]:
+        """``read``, where a file that cannot be read (``OSError`` after the retries: 404, 403,
+        5xx that persist) either fails the task naming the file (default) or, with
+        ``skip_unreadable``, ends the shard there: rows read before stand, the shard is counted
+        under ``dropped.unreadable`` and its file under ``extra.unreadable_files``."""
+        try:
+            yield from self.read(shard)
+        except OSError:
+            if not self.params.skip_unreadable:
+                raise  # storage's errors name the URL (open() the local path)
+            self.stats.docs_in += 1
+            self.stats.dropped["unreadable"] += 1
+            self.stats.count(shard.path, 1, group="unreadable_files")
 
     def batches(
         self,

@@ -175,8 +175,19 @@ def test_unreadable_file_fails_its_task_with_the_url(warcs, tmp_path, monkeypatc
         )
         with pytest.raises(RunFailed, match=r"a\.warc\.gz.*still failing after 6 attempts"):
             run_pipeline(spec, in_process=True)
+        # the README's way out: skip_unreadable (not hashed), and the run resumes to the end
+        skipping = _spec(
+            tmp_path,
+            {"paths_file": str(site / "paths.txt"), "base_url": server.url, "skip_unreadable": True},
+            tmp_path / "r",
+        )
+        assert skipping.config_hash() == spec.config_hash()
+        result = run_pipeline(skipping, in_process=True)
     finally:
         server.stop()
+    read = result.stats[0]
+    assert read["dropped"]["unreadable"] == result.tasks_run  # each shard reads past the file's head
+    assert read["extra"]["unreadable_files"] == {f"{server.url}a.warc.gz": result.tasks_run}
 
 
 def test_sample_files_is_deterministic_and_independent_of_listing_order():
