@@ -208,6 +208,8 @@ def test_resume_mid_rollout_reproduces_the_uninterrupted_run(models, tmp_path):
     assert ppo(*common, "--out", a) == 0
     assert ppo(*common, "--out", b, "--stop-after", 2) == 0
     assert ppo("--out", b, "--resume", "--dtype", "fp32", "--no-progress") == 0
+    # the buffer's position counts micro-batches: --micro-batch defines the run
+    assert ppo("--out", b, "--resume", "--micro-batch", 4, "--no-progress") == 2
     ra, rb = strip_timing(metrics(a)), strip_timing(metrics(b))
     assert ra == rb and len(ra) == 4
     assert ra[3]["objective/kl_coef"] != ra[0]["objective/kl_coef"]  # the adaptive β moved, and resumed

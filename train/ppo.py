@@ -132,11 +132,12 @@ DEFAULTS = {
     "cliprange_value": 0.2,
     "vf_coef": 0.1,
 }
-# settings that define the run: a --resume must not change them
+# settings that define the run: a --resume must not change them (--micro-batch too: the rollout
+# buffer's position counts micro-batches, and the old log-probs were computed in micro-batches of it)
 RUN_DEFINING = (
-    "policy", "reward", "prompts", "val", "val_fraction", "batch_rows", "lr", "schedule", "warmup",
-    "cooldown", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip", "seed", "rollout_prompts",
-    "ppo_epochs", "max_new_tokens", "kl_coef", "kl_estimator", "target_kl", "kl_horizon",
+    "policy", "reward", "prompts", "val", "val_fraction", "batch_rows", "micro_batch", "lr", "schedule",
+    "warmup", "cooldown", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip", "seed",
+    "rollout_prompts", "ppo_epochs", "max_new_tokens", "kl_coef", "kl_estimator", "target_kl", "kl_horizon",
     "missing_eot_penalty", "gamma", "lam", "cliprange", "cliprange_value", "vf_coef",
 )  # fmt: skip
 KL_ESTIMATORS = ("k1", "k3")
