@@ -22,8 +22,9 @@ Politeness (DESIGN "Crawl input"):
   ``retry_after_cap`` gives the URL up rather than ignoring the server's request.
 * robots.txt (RFC 9309, parsed by Protego): the first 512 KiB are read, the rules are cached for
   at most ``robots_ttl`` (<= 24 h), up to 5 redirects are followed; 4xx = allow all, 5xx or a
-  network error = disallow all (``robots_unreachable``); a DNS failure or private address marks
-  the host with that reason.  Sitemaps it names are optional seeds (``sitemaps: true``).
+  network error = disallow all: the host's pages are dropped as ``robots_unreachable`` (5xx) or
+  under the network error's reason (``dns``, ``connect``, ``timeout``, ``private_address``).
+  Sitemaps it names are optional seeds (``sitemaps: true``).
 
 Safety: only http(s); hosts outside ``allowed_domains`` are never contacted (robots.txt
 included); private, loopback, link-local and reserved addresses are refused at connect time
@@ -74,7 +75,6 @@ RETRYABLE_ERRORS = {"connect", "timeout", "network"}
 RETRYABLE_STATUS = {429, 503}
 ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309: at least 500 KiB
 ROBOTS_MAX_REDIRECTS = 5
-HOST_DEAD_REASONS = {"dns", "private_address", "tls"}  # robots.txt failing so: the host's pages too
 
 
 class CrawlParams(InputParams):
@@ -563,9 +563,9 @@ class GroupCrawler:
             try:
                 resp = self.fetcher.fetch(url, None, max_bytes=ROBOTS_MAX_BYTES, truncate=True)
             except FetchError as exc:
-                if exc.reason in HOST_DEAD_REASONS:
-                    host.dead = exc.reason
-                host.robots = "deny"  # RFC 9309 2.3.1.4: unreachable means complete disallow
+                # RFC 9309 2.3.1.4: unreachable means complete disallow; the host's pages are
+                # dropped under the reason (dns, connect, timeout, private_address, ...)
+                host.dead = exc.reason
                 ev.stats.count(exc.reason, group="robots_errors")
                 return
             ev.stats.count(str(resp.status), group="robots_status")
