@@ -36,11 +36,11 @@ float rounding.
 (``value_head``: n_embd → 1 with bias; lm-human-preferences' std-0 init), not a separate critic
 initialised from the reward model.  Why: one forward of the policy gives log-probs *and* values
 (``token_logprobs(..., return_hidden=True)``), where a critic costs a fourth model in memory (policy,
-reference, RM, critic) and a second forward and backward per minibatch, about 2× the training
-compute on this CPU; a zero head makes V = 0 at the start, so the first advantages are the whitened
-rewards-to-go instead of a random critic's errors (the value-initialisation bias VC-PPO blames for
-collapse, arXiv 2503.01491).  The cost: the value loss's gradient also moves the shared trunk,
-which ``--vf-coef`` 0.1 (TRL's) keeps small next to the policy's.
+reference, RM, critic) and a second forward and backward per minibatch (twice the training
+forwards of an equal-sized critic); a zero head makes V = 0 at the start, so the first advantages
+are the whitened rewards-to-go instead of a random critic's errors (the value-initialisation bias
+VC-PPO blames for collapse, arXiv 2503.01491).  The cost: the value loss's gradient also moves the
+shared trunk, which ``--vf-coef`` 0.1 (TRL's) keeps small next to the policy's.
 
 **Checkpoints** are ``kind: "ppo"``: ``model.pt`` is the policy alone, a plain GPT (so ``winnow
 generate``, ``chat``, ``export`` and the playground load it as any policy); the value head is
@@ -49,8 +49,8 @@ config.json records ``parent`` (the ``--policy`` checkpoint, also the frozen ref
 ``reward`` (the RM's path, kind and config sha256).
 
 **Resume** is bit-identical (``tests/test_ppo.py``), also in the middle of a rollout: the data state
-stores the current rollout's buffer (ids, masks, old log-probs, old values, advantages, returns: ~6
-floats per token, 0.4 MB for 64 rows × 256 tokens), its statistics, the prompt position, β and the
+stores the current rollout's buffer (ids, masks, old log-probs, old values, advantages, returns: 6
+floats and an id per token, 0.5 MB for 64 rows × 256 tokens), its statistics, the prompt position, β and the
 value head.  Every random draw is seeded by (``--seed``, rollout number): sampling has its own
 ``torch.Generator``, minibatch orders their own numpy generators.
 
