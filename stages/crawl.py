@@ -129,8 +129,11 @@ class CrawlParams(InputParams):
 
     @model_validator(mode="after")
     def _some_input(self) -> CrawlParams:  # replaces InputParams' paths check
-        if self.paths or getattr(self, "paths_file", None):
-            raise ValueError("a crawl takes 'seeds' or 'seeds_file', not 'paths' or 'paths_file'")
+        # the file-input keys a crawl inherits (paths, paths_file, max_files, ...) have no meaning
+        # here: setting one is an error, not silently ignored
+        inherited = sorted(self.model_fields_set & (set(InputParams.model_fields) - {"format"}))
+        if inherited:
+            raise ValueError(f"a crawl takes 'seeds' or 'seeds_file', not {', '.join(map(repr, inherited))}")
         if not self.seeds and not self.seeds_file:
             raise ValueError("set 'seeds' (URLs) or 'seeds_file' (a file of URLs)")
         for url in self.seeds:

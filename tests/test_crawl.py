@@ -415,6 +415,13 @@ def test_non_http_seeds_are_config_errors(tmp_path):
         CrawlParams(seeds=["file:///etc/passwd"])
     with pytest.raises(ValueError, match="seeds"):
         CrawlParams()
+    with pytest.raises(ValueError, match="not 'paths'"):
+        CrawlParams(seeds=["http://a/"], paths=["x.warc.gz"])
+    cfg = write_config(
+        tmp_path / "p.yaml", {"c": {"input": {"format": "crawl", "seeds": ["http://a/"], "delai": 1}}}
+    )
+    res = winnow("validate", "-c", str(cfg))
+    assert res.returncode == 2 and "'delai'" in res.stderr and "did you mean 'delay'" in res.stderr
 
 
 # --- frontier units ------------------------------------------------------------------------------
