@@ -131,7 +131,12 @@ class CrawlParams(InputParams):
     def _some_input(self) -> CrawlParams:  # replaces InputParams' paths check
         # the file-input keys a crawl inherits (paths, paths_file, max_files, ...) have no meaning
         # here: setting one is an error, not silently ignored
-        inherited = sorted(self.model_fields_set & (set(InputParams.model_fields) - {"format"}))
+        fields = type(self).model_fields
+        inherited = [
+            k
+            for k in sorted(set(InputParams.model_fields) - {"format"})
+            if getattr(self, k) != fields[k].get_default(call_default_factory=True)
+        ]
         if inherited:
             raise ValueError(f"a crawl takes 'seeds' or 'seeds_file', not {', '.join(map(repr, inherited))}")
         if not self.seeds and not self.seeds_file:
