@@ -41,6 +41,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
 MiB = 1024 * 1024
@@ -72,6 +73,10 @@ _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/@\s:]
 _SIGNED = re.compile(
     r"((?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|sig)=)[^&\s\"']+", re.I
 )
+
+
+# Read-ahead fetches of every RemoteFile in this process (a task reads one file at a time).
+_READ_AHEAD = ThreadPoolExecutor(4, thread_name_prefix="winnow-read-ahead")
 
 
 class RemoteReadError(OSError):
@@ -225,8 +230,12 @@ def retrying(
 class RemoteFile(io.RawIOBase):
     """A seekable read-only view of a remote file, fetched in aligned ``block_size`` range reads.
 
-    ``requests`` and ``fetched`` count the GETs and bytes, so tests and stats can show that a
-    byte-range task never downloaded the whole file."""
+    Read-ahead: while the reader moves forward block by block, the next block is fetched in a
+    background thread, so the GET's round trip overlaps the parsing of the current block (on S3,
+    ~20-50 ms of first-byte latency per GET against ~75 ms to parse 1 MiB of WARC at 13 MB/s).
+    A seek elsewhere (a shard's probe of its first member) starts no read-ahead.  Memory: the
+    ``KEEP_BLOCKS`` last blocks plus one in flight.  ``requests`` and ``fetched`` count the GETs
+    and bytes, so tests and stats can show that a byte-range task never downloaded the whole file."""
 
     KEEP_BLOCKS = 4
 
@@ -239,11 +248,14 @@ class RemoteFile(io.RawIOBase):
     ) -> None:
         self.url = url
         self.fs, self.path = filesystem(url)
+        self.lock = threading.Lock()  # counters and on_retry: the read-ahead thread updates them too
         self.on_retry = on_retry
         self.size = size if size is not None else remote_size(url, on_retry)
         self.block_size = max(4096, block_size)
         self.pos = 0
         self.blocks: OrderedDict[int, bytes] = OrderedDict()
+        self.ahead: dict[int, Future] = {}
+        self.last = -2
         self.requests = 0
         self.fetched = 0
 
@@ -265,26 +277,48 @@ class RemoteFile(io.RawIOBase):
         self.pos = max(0, base + offset)
         return self.pos
 
-    def _block(self, index: int) -> bytes:
-        block = self.blocks.get(index)
-        if block is not None:
-            self.blocks.move_to_end(index)
-            return block
+    def close(self) -> None:
+        for future in self.ahead.values():
+            future.cancel()
+        self.ahead.clear()
+        super().close()
+
+    def _retried(self) -> None:
+        if self.on_retry is not None:
+            with self.lock:
+                self.on_retry()
+
+    def _fetch(self, index: int) -> bytes:
         start = index * self.block_size
         end = min(self.size, start + self.block_size)
 
         def fetch() -> bytes:
-            self.requests += 1
+            with self.lock:
+                self.requests += 1
             data = self.fs.cat_file(self.path, start=start, end=end)
             if len(data) != end - start:  # a dropped connection can end a body early
                 raise ConnectionResetError(f"short read: {len(data)} of {end - start} bytes at {start}")
             return data
 
-        block = retrying(f"{self.url} [bytes {start}:{end}]", fetch, self.on_retry)
-        self.fetched += len(block)
+        block = retrying(f"{self.url} [bytes {start}:{end}]", fetch, self._retried)
+        with self.lock:
+            self.fetched += len(block)
+        return block
+
+    def _block(self, index: int) -> bytes:
+        block = self.blocks.get(index)
+        if block is not None:
+            self.blocks.move_to_end(index)
+            return block
+        future = self.ahead.pop(index, None)
+        block = future.result() if future is not None else self._fetch(index)
         self.blocks[index] = block
         while len(self.blocks) > self.KEEP_BLOCKS:
             self.blocks.popitem(last=False)
+        nxt = index + 1
+        if index == self.last + 1 and nxt * self.block_size < self.size and nxt not in self.ahead:
+            self.ahead[nxt] = _READ_AHEAD.submit(self._fetch, nxt)
+        self.last = index
         return block
 
     def readinto(self, b: Any) -> int:  # type: ignore[override]
