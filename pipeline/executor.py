@@ -106,6 +106,8 @@ def map_items(
         marker = folder / f"{key}.json"
         done = read_json(marker) if marker.exists() else None
         if done is not None and _files_intact(run_dir, done.get("files", {})):
+            for path in done.get("files", {}):  # on object storage: the driver's code may read them
+                run_dir.fetch(path)
             results[key] = done
         else:
             todo.append(key)
@@ -335,7 +337,8 @@ def link_task(run_dir: RunDir, phase: Phase, task: Task) -> dict[str, Any]:
     src = run_dir.fetch(task.part)
     dst = run_dir.phase_data(phase.index, task.last) / f"{part_name(task.index)}.parquet"
     atomic_link(src, dst)
-    run_dir.publish(dst)  # on object storage a copy (no links there)
+    if run_dir.url is not None:  # no links on a store: a server-side copy (no bytes through here)
+        storage.copy(run_dir.url_of(src), run_dir.url_of(dst))
     meta = pq.ParquetFile(dst).metadata
     # The bytes StageRunner would have counted (content_bytes of every batch): what the stage that
     # wrote the part counted going out, from its marker (no read of the corpus on the driver);

@@ -436,6 +436,13 @@ def put_if_absent(url: str, data: bytes) -> bool:
     return True
 
 
+def copy(src: str, dst: str) -> None:
+    """A server-side copy of one object (S3 CopyObject: no bytes through this process)."""
+    fs, p = filesystem(src)
+    _, q = filesystem(dst)
+    retrying(src, lambda: fs.copy(p, q))
+
+
 def remove(url: str, recursive: bool = False) -> None:
     fs, p = filesystem(url)
     with contextlib.suppress(FileNotFoundError):

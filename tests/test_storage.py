@@ -300,6 +300,28 @@ def test_barrier_stage_on_s3_equals_local(s3, tmp_path):
     assert dups.num_rows > 0 and dups.equals(pq.read_table(tmp_path / "local/dedup/exact_dedup.parquet"))
 
 
+def test_tokenizer_and_token_shards_on_s3_equal_local(s3, warcs, tmp_path):
+    """tokenizer_train and tokenize: steps write a folder and shards; two pass-through phases copy
+    their parts server-side; training then reads the tokens from the bucket."""
+    stages = [
+        {"extract": {}},
+        {"tokenizer_train": {"vocab_size": 300, "seed": 3}},
+        {"tokenize": {"shard_tokens": 2000, "val_fraction": 0.2, "seed": 7}},
+    ]
+    local = _spec(tmp_path, {"paths": [str(warcs[0])]}, tmp_path / "local", stages, name="t")
+    run_pipeline(local, in_process=True)
+    out = _bucket(s3, "tok") + "/run"
+    run_pipeline(_spec(tmp_path, {"paths": [str(warcs[0])]}, out, stages, name="t"), in_process=True)
+    got = _download(s3, out, tmp_path / "got")
+    assert read_docs(got) == read_docs(tmp_path / "local")
+    assert _stats(got) == _stats(tmp_path / "local")
+    for rel in ["tokenizer/tokenizer.json", "tokens/manifest.json"] + [
+        str(p.relative_to(tmp_path / "local")) for p in (tmp_path / "local/tokens").rglob("*.parquet")
+    ]:
+        assert (got / rel).read_bytes() == (tmp_path / "local" / rel).read_bytes(), rel
+    assert not list((got / "_work").rglob("*.arrow"))  # intermediates removed from the bucket too
+
+
 def test_sigkill_then_resume_on_s3_equals_uninterrupted(s3, warcs, local_run, tmp_path):
     out = _bucket(s3, "killed") + "/run"
     cfg = write_config(
