@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import json
 import subprocess
 import sys
 import time
@@ -514,6 +515,15 @@ def test_kill_and_resume_fetches_nothing_twice(tmp_path):
     assert len(responses) == len(set(responses)) == len(full)
     for f in (tmp_path / "cut" / "warc").glob("*.warc.gz"):
         assert subprocess.run([sys.executable, "-m", "warcio.cli", "check", str(f)]).returncode == 0
+    # `winnow run` of the crawled pipeline: the finished crawl is not redone, its WARC is read
+    res = winnow("run", "cut", "-c", str(cfg), "--num-cpus", "1", "--no-progress", timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert sites.paths(ip) == after
+    stats = json.loads((tmp_path / "cut" / "stats.json").read_text())
+    assert [s["name"] for s in stats] == ["crawl", "read"]
+    pages = [p for p in full if p != f"/t/{CHAIN}"]  # the chain's last link is a 404
+    assert stats[0]["docs_out"] == stats[1]["docs_out"] == len(read_docs(tmp_path / "cut")) == len(pages)
+    assert {r["url"] for r in read_docs(tmp_path / "cut")} == {sites[ip].base + p for p in pages}
 
 
 def test_winnow_crawl_rejects_other_inputs(tmp_path):
@@ -653,3 +663,24 @@ def test_max_pages_robots_redirect_and_unreachable_hosts(tmp_path, monkeypatch):
     stats = result["stats"]
     assert stats["docs_out"] == 5
     assert stats["dropped"]["dns"] == 1 and stats["dropped"]["connect"] == 1
+
+
+def test_robots_cache_expires_and_long_crawl_delay_skips_host(tmp_path):
+    fast, slow = "127.0.0.30", "127.0.0.31"
+    with Sites([fast, slow]) as sites:
+        chain_site(sites, fast)
+        sites[slow].page("/robots.txt", "User-agent: *\nCrawl-delay: 100\n", "text/plain")
+        sites[slow].page("/", html("slow host", []))
+        params = CrawlParams(
+            seeds=[f"{sites[fast].base}/", f"{sites[slow].base}/"],
+            delay=0.1,
+            robots_ttl=0.35,
+            max_pages=8,
+            max_depth=50,
+            allow_private_addresses=True,
+        )
+        result = run_crawl(params, tmp_path, tmp_path)
+        robots = [p for _, ip, p in sites.requests(robots=True) if ip == fast and p == "/robots.txt"]
+        assert len(robots) >= 2  # ~0.8 s of crawling with a 0.35 s cache
+        assert sites.paths(slow) == []
+    assert result["stats"]["dropped"]["crawl_delay_too_long"] == 1
