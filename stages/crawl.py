@@ -10,7 +10,8 @@ robots fetches, bytes.
 
 Politeness (DESIGN "Crawl input"):
 
-* One request in flight per host (``scheme://host:port``) and ``delay`` seconds at least between
+* One request in flight per host (host name: its schemes and ports share one pacer, being
+  usually one server; robots.txt is per ``scheme://host:port``) and ``delay`` seconds at least between
   the starts of two requests to a host (retries, redirect hops and errors count; robots.txt
   does not).  robots.txt's Crawl-delay raises that minimum, never lowers it; a host asking for
   more than ``max_crawl_delay`` is skipped (``crawl_delay_too_long``), not crawled faster.
@@ -66,7 +67,16 @@ from pipeline.registry import register_source
 from pipeline.source import InputParams, MiB, Shard, Source
 from pipeline.stage import RunFailed, StageStats
 from stages.crawl_fetch import Fetcher, FetchError, Response
-from stages.crawl_frontier import Journal, Scope, extract_links, fetchable, host_of, sitemap_locs, url_key
+from stages.crawl_frontier import (
+    Journal,
+    Scope,
+    extract_links,
+    fetchable,
+    hostname_of,
+    origin_of,
+    sitemap_locs,
+    url_key,
+)
 from stages.crawl_warc import WarcOut
 
 log = logging.getLogger(__name__)
@@ -172,16 +182,17 @@ class Item:
 
 @dataclass
 class Host:
-    name: str  # scheme://host:port
+    name: str  # host name: one pacer for all its schemes and ports
     min_delay: float
     delay: float
     queue: deque = field(default_factory=deque)
     busy: bool = False
     next_start: float = 0.0  # monotonic
-    robots: Any = None  # Protego rules, "allow", "deny"
-    robots_time: float = -math.inf
-    dead: str | None = None  # a reason every page of the host is dropped with
-    sitemaps_done: bool = False
+    # per origin (scheme://host:port), as robots.txt is: Protego rules, "allow" or "deny"
+    robots: dict[str, Any] = field(default_factory=dict)
+    robots_time: dict[str, float] = field(default_factory=dict)
+    dead: dict[str, str] = field(default_factory=dict)  # origin -> why all its pages are dropped
+    sitemaps_done: set[str] = field(default_factory=set)
 
 
 def group_of(host: str, groups: int) -> int:
@@ -287,7 +298,7 @@ class GroupCrawler:
             self.stats.count("resumed_queue", len(queued))
 
     def _host(self, url: str) -> Host:
-        name = host_of(url)
+        name = hostname_of(url)
         host = self.hosts.get(name)
         if host is None:
             host = self.hosts[name] = Host(name, self.p.delay, self.p.delay)
@@ -332,7 +343,7 @@ class GroupCrawler:
         for w in workers:
             w.join()
         with self.cv:
-            idle = not any(h.queue for h in self.hosts.values() if not h.dead)
+            idle = not any(h.queue for h in self.hosts.values())
         return {
             "pages": self.pages,
             "outbox": self.outbox[sent:],
@@ -358,10 +369,11 @@ class GroupCrawler:
                     if host.busy or not host.queue:
                         continue
                     item = host.queue[0]
-                    if item.kind == "page" and not budget_left and not host.dead:
+                    dead = origin_of(item.url) in host.dead
+                    if item.kind == "page" and not budget_left and not dead:
                         continue
                     t = max(host.next_start, now + item.not_before - wall)
-                    if host.dead:
+                    if dead:
                         t = now  # dropped without a request
                     if t <= now and t < best_t:
                         best, best_t = host, t
@@ -408,15 +420,18 @@ class GroupCrawler:
 
     # --- one frontier item -----------------------------------------------------------------------
     def _process(self, host: Host, item: Item, ev: _Event) -> None:
-        if host.dead is None and time.monotonic() - host.robots_time > self.p.robots_ttl:
-            self._load_robots(host, ev)
-        if host.dead is not None:
-            ev.drop(host.dead, None)
+        origin = origin_of(item.url)
+        fetched = host.robots_time.get(origin, -math.inf)
+        if origin not in host.dead and time.monotonic() - fetched > self.p.robots_ttl:
+            self._load_robots(host, origin, ev)
+        if origin in host.dead:
+            ev.drop(host.dead[origin], None)
             return
-        if host.robots == "deny":
+        rules = host.robots[origin]
+        if rules == "deny":
             ev.drop("robots_unreachable", None)
             return
-        if host.robots != "allow" and not host.robots.can_fetch(item.url, self.token):
+        if rules != "allow" and not rules.can_fetch(item.url, self.token):
             ev.drop("robots_disallowed", None)
             return
         wait = host.next_start - time.monotonic()
@@ -530,7 +545,16 @@ class GroupCrawler:
             return
         from stages.warc import _mime_and_charset, decode_html
 
-        html, _, _ = decode_html(resp.body, _mime_and_charset(resp.header("Content-Type"))[1])
+        body = resp.body
+        encoding = (resp.header("Content-Encoding") or "").strip().lower()
+        if encoding in ("gzip", "x-gzip", "deflate"):  # sent although we asked for identity
+            try:  # at most 4x the response limit inflated: a decompression bomb stops there
+                inflater = zlib.decompressobj(47 if encoding != "deflate" else zlib.MAX_WBITS)
+                body = inflater.decompress(body, 4 * self.p.max_response_bytes)
+            except zlib.error:
+                ev.stats.count("links_undecodable")
+                return
+        html, _, _ = decode_html(body, _mime_and_charset(resp.header("Content-Type"))[1])
         links = extract_links(html, resp.url)
         ev.stats.count("links_found", len(links))
         for url in links:
@@ -547,8 +571,7 @@ class GroupCrawler:
             if reason:
                 ev.drop(reason, item.key)
                 return
-            host_name = host_of(item.url)
-            if group_of(host_name, self.groups) != self.group:
+            if group_of(hostname_of(item.url), self.groups) != self.group:
                 ev.out.append(item.to_json())
                 return
             host = self._host(item.url)
@@ -557,12 +580,11 @@ class GroupCrawler:
             self.cv.notify_all()
 
     # --- robots.txt ------------------------------------------------------------------------------
-    def _load_robots(self, host: Host, ev: _Event) -> None:
+    def _load_robots(self, host: Host, origin: str, ev: _Event) -> None:
         from protego import Protego
 
-        first = host.robots is None
-        host.robots_time = time.monotonic()
-        scheme, rest = host.name.split("://", 1)
+        host.robots_time[origin] = time.monotonic()
+        scheme, rest = origin.split("://", 1)
         hostname, port = rest.rsplit(":", 1)
         netloc = hostname if int(port) == (443 if scheme == "https" else 80) else f"{hostname}:{port}"
         url = f"{scheme}://{netloc}/robots.txt"
@@ -573,7 +595,7 @@ class GroupCrawler:
             except FetchError as exc:
                 # RFC 9309 2.3.1.4: unreachable means complete disallow; the host's pages are
                 # dropped under the reason (dns, connect, timeout, private_address, ...)
-                host.dead = exc.reason
+                host.dead[origin] = exc.reason
                 ev.stats.count(exc.reason, group="robots_errors")
                 return
             ev.stats.count(str(resp.status), group="robots_status")
@@ -581,34 +603,34 @@ class GroupCrawler:
             if 300 <= resp.status < 400 and location:
                 target = fetchable(urljoin(url, location))
                 if target is None or self.scope.check(target):
-                    host.robots = "allow"  # unavailable: RFC 9309 2.3.1.2 lets us assume allow
+                    host.robots[origin] = "allow"  # unavailable: RFC 9309 2.3.1.2 lets us assume allow
                     return
                 url = target
                 continue
             break
         else:
-            host.robots = "allow"  # more than five redirects: unavailable
+            host.robots[origin] = "allow"  # more than five redirects: unavailable
             return
         if 200 <= resp.status < 300:
             rules = Protego.parse(resp.body.decode("utf-8-sig", "replace"))
-            host.robots = rules
+            host.robots[origin] = rules
             crawl_delay = rules.crawl_delay(self.token)
             if crawl_delay is not None:
                 if crawl_delay > self.p.max_crawl_delay:
-                    host.dead = "crawl_delay_too_long"
+                    host.dead[origin] = "crawl_delay_too_long"
                     return
                 host.min_delay = max(self.p.delay, float(crawl_delay))
                 host.delay = max(host.delay, host.min_delay)
-            if self.p.sitemaps and first and not host.sitemaps_done:
-                host.sitemaps_done = True
+            if self.p.sitemaps and origin not in host.sitemaps_done:
+                host.sitemaps_done.add(origin)
                 for sm in rules.sitemaps:
                     url = fetchable(sm)
                     if url:
                         self._discover(Item(url, url_key(url), 0, kind="sitemap"), ev, front=True)
         elif 400 <= resp.status < 500:
-            host.robots = "allow"
+            host.robots[origin] = "allow"
         else:
-            host.robots = "deny"
+            host.robots[origin] = "deny"
 
 
 @dataclass
@@ -732,10 +754,10 @@ def _run_groups(
         actors = [actor_cls.remote(raw, str(state), str(warc_dir), g, groups, threads) for g in range(groups)]
         inbox: list[list[dict]] = [[] for _ in range(groups)]
         for d in seed_items:
-            inbox[group_of(host_of(d["url"]), groups)].append(d)
+            inbox[group_of(hostname_of(d["url"]), groups)].append(d)
         for outbox in ray.get([a.restored_outbox.remote() for a in actors]):
             for d in outbox:
-                inbox[group_of(host_of(d["url"]), groups)].append(d)
+                inbox[group_of(hostname_of(d["url"]), groups)].append(d)
         ray.get([a.add.remote(inbox[g], seed=True) for g, a in enumerate(actors)])
         pages = [0] * groups
         results: list[dict] = []
@@ -749,7 +771,7 @@ def _run_groups(
             inbox = [[] for _ in range(groups)]
             for r in results:
                 for d in r["outbox"]:
-                    inbox[group_of(host_of(d["url"]), groups)].append(d)
+                    inbox[group_of(hostname_of(d["url"]), groups)].append(d)
             added = sum(ray.get([a.add.remote(inbox[g]) for g, a in enumerate(actors)]))
             if sum(pages) >= params.max_pages or (added == 0 and all(r["idle"] for r in results)):
                 break

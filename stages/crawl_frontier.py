@@ -61,8 +61,14 @@ def fetchable(url: str) -> str | None:
     return urlunsplit((parts.scheme.lower(), parts.netloc, parts.path or "/", parts.query, ""))
 
 
-def host_of(url: str) -> str:
-    """``host:port`` (scheme default port made explicit): the unit of politeness and robots.txt."""
+def hostname_of(url: str) -> str:
+    """The lower-cased host name: the unit of politeness (http and https of one host, or two
+    ports, share one pacer, since they are usually one server)."""
+    return (urlsplit(url).hostname or "").lower().rstrip(".")
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host:port`` (default port made explicit): the unit of robots.txt (RFC 9309 2.3)."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower().rstrip(".")
     try:

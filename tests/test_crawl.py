@@ -544,11 +544,11 @@ def test_host_groups_on_ray_keep_politeness_per_host(tmp_path):
     in one group's WARC files only, and spacing holds per host."""
     from pipeline.executor import init_ray
     from stages.crawl import group_of
-    from stages.crawl_frontier import host_of
+    from stages.crawl_frontier import hostname_of
 
     ips = [f"127.0.0.{i}" for i in range(10, 30)]
     with Sites(ips[:6]) as sites:
-        groups = {group_of(host_of(sites[ip].base + "/"), 2) for ip in ips[:6]}
+        groups = {group_of(hostname_of(sites[ip].base + "/"), 2) for ip in ips[:6]}
         assert groups == {0, 1}
         for n, ip in enumerate(ips[:6]):
             nxt = sites[ips[(n + 1) % 6]].base
@@ -684,3 +684,25 @@ def test_robots_cache_expires_and_long_crawl_delay_skips_host(tmp_path):
         assert len(robots) >= 2  # ~0.8 s of crawling with a 0.35 s cache
         assert sites.paths(slow) == []
     assert result["stats"]["dropped"]["crawl_delay_too_long"] == 1
+
+
+def test_one_pacer_per_host_name_across_ports_and_gzip_bodies(tmp_path):
+    """Two ports of one host share its pacer (robots.txt is still read per port); a page sent
+    gzip-compressed although identity was asked for still yields its links."""
+    ip = "127.0.0.40"
+    with Sites([ip]) as one, Sites([ip]) as two:
+        a, b = one[ip], two[ip]
+        a.page("/", html("a", [f"/t/{i}" for i in range(4)] + [f"{b.base}/"]))
+        body = gzip.compress(html("b", [f"/t/{i}" for i in range(4)]).encode())
+        gz_headers = {"Content-Type": "text/html", "Content-Encoding": "gzip"}
+        b.route("/", lambda n: Page(body=body, headers=gz_headers))
+        for s in (a, b):
+            for i in range(4):
+                s.page(f"/t/{i}", html(f"{s.port} {i}", []))
+        params = CrawlParams(seeds=[f"{a.base}/"], delay=0.1, concurrency=4, allow_private_addresses=True)
+        run_crawl(params, tmp_path, tmp_path)
+        assert len(one.paths(ip)) == len(two.paths(ip)) == 5
+        both = sorted(one.requests(ip) + two.requests(ip))
+        assert all(t1 - t0 >= 0.1 - 0.03 for (t0, _, _), (t1, _, _) in itertools.pairwise(both))
+        assert [p for _, _, p in one.requests(ip, robots=True)].count("/robots.txt") == 1
+        assert [p for _, _, p in two.requests(ip, robots=True)].count("/robots.txt") == 1
