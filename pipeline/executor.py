@@ -13,6 +13,11 @@ dropped-row samples atomically, then its marker with its stats.  A rerun skips t
 marker, so a killed run loses at most the tasks in flight and never writes a document twice.
 Ray retries a task whose worker died or that raised (``max_retries``); a task that still fails
 stops the run with the task's input named.
+
+Object storage.  With ``output: s3://...`` every process works in its node-local mirror of the
+run directory and uploads what it finished (``RunDir.publish``: a task's part and samples, then
+its marker); a driver starts from the store's markers only, barrier steps fetch their inputs and
+upload their outputs, and the lock is a conditional create (see ``pipeline.rundir`` and ``_Lock``).
 """
 
 from __future__ import annotations
