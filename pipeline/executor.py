@@ -264,6 +264,7 @@ def run_task(spec: PipelineSpec, root: str | RunDir, phase: Phase, task: Task) -
     stages = [s.build() for s in phase.stages]
     for stage in stages:
         stage.work = run_dir.fetch(stage_work_dir(run_dir, stage.name))
+        stage.work.mkdir(parents=True, exist_ok=True)  # on another node's mirror it may not exist yet
         stage.task = task
         t0 = time.perf_counter()
         stage.setup()  # model / block-list loading is part of a stage's cost

@@ -492,18 +492,18 @@ def check_access(name: str, inputs: list[str], output: str, workers: int = 16) -
 
     with ThreadPoolExecutor(workers) as pool:
         problems = [p for p in pool.map(probe_input, inputs) if p]
-    probe = f"_work/.winnow-access-check-{os.getpid()}-{int(time.time() * 1000)}"
+    probe = f"_work/.winnow-access-check-{os.getpid()}-{int(time.time() * 1000)}"  # on a store
     try:
         if is_remote(output):
             url = output.rstrip("/") + "/" + probe
             put_bytes(url, b"winnow access check\n")
             remove(url)
-        else:
-            path = os.path.join(output, probe)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(b"winnow access check\n")
-            os.unlink(path)
+        else:  # the output or its nearest existing parent must be writable (nothing is created)
+            existing = os.path.abspath(output)
+            while not os.path.exists(existing):
+                existing = os.path.dirname(existing)
+            if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+                raise PermissionError(f"{existing} is not a writable folder")
     except Exception as exc:
         problems.append(f"{name}: output {redact(output)} is not writable: {redact(str(exc))}")
     return problems

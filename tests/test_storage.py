@@ -271,6 +271,20 @@ def test_run_dir_on_s3_equals_local_and_leaks_no_secret(s3, warcs, local_run, tm
         assert not any(secret.encode() in b for b in blobs)
 
 
+def test_check_access_names_missing_inputs_and_unwritable_outputs(s3, warcs, tmp_path):
+    url = _bucket(s3, "access", {"a.warc.gz": warcs[0].read_bytes()})
+    ok = storage.check_access("p", [f"{url}/a.warc.gz", str(warcs[0])], f"{url}/run")
+    assert ok == [] and storage.list_files(f"{url}/run") == {}  # the probe object is removed
+    problems = storage.check_access("p", [f"{url}/gone.warc.gz"], "s3://no-such-bucket-here/run")
+    assert len(problems) == 2
+    assert "input s3://access/gone.warc.gz" in problems[0] and "no-such-bucket-here" in problems[1]
+    readonly = tmp_path / "ro"
+    readonly.mkdir(mode=0o500)
+    if not os.access(readonly, os.W_OK):  # root may write anywhere
+        assert "not writable" in storage.check_access("p", [], str(readonly / "run"))[0]
+    assert not any(SECRET_KEY in p or ACCESS_KEY in p for p in problems)
+
+
 def test_lock_on_s3_is_a_conditional_write(s3, warcs, tmp_path):
     out = _bucket(s3, "locked") + "/run"
     assert storage.put_if_absent(f"{out}/_work/lock.json", b'{"host": "elsewhere", "pid": 1}')
