@@ -50,6 +50,8 @@ import hashlib
 import json
 import logging
 import math
+import re
+import sys
 import threading
 import time
 import zlib
@@ -119,8 +121,9 @@ class CrawlParams(InputParams):
         10 * MiB, ge=1024, description="a larger body is aborted and counted too_large (not truncated)"
     )
     user_agent: str = Field(
-        "winnow-crawler/0.1 (+https://github.com/winnow-data/winnow#crawling)",
-        description="User-Agent header, with a contact URL; its first word is the robots.txt token",
+        "winnow-crawler/0.1",
+        description="User-Agent header: add a contact, e.g. 'mycrawler/1.0 (+https://my.site/crawler)' "
+        "(a warning is printed without one); its first word is the robots.txt token",
     )
     content_types: list[str] = Field(
         default_factory=lambda: ["text/html", "application/xhtml+xml"],
@@ -703,9 +706,19 @@ def run_crawl(
     ``start_ray`` (the executor's, see ``Source.start_ray``) starts Ray for ``workers > 1``."""
     state, warc_dir = crawl_dirs(root)
     done = state / "done.json"
+    given = params.model_dump(mode="json")
     if done.exists():
-        return json.loads(done.read_text())
+        finished = json.loads(done.read_text())
+        if finished.get("params") != given:
+            raise RunFailed(f"{root} holds a finished crawl of another configuration: rerun with --fresh")
+        return finished
     seeds = read_seeds(params, base)
+    if not re.search(r"https?://|@", params.user_agent):
+        print(
+            f"winnow crawl: user_agent {params.user_agent!r} has no contact URL or e-mail address: "
+            "site owners cannot reach you (set user_agent: 'name/version (+https://...)')",
+            file=sys.stderr,
+        )
     if not params.allowed_domains:
         hosts = sorted({urlsplit(fetchable(s) or "").hostname or "" for s in seeds} - {""})
         params = params.model_copy(update={"allowed_domains": hosts})
@@ -725,7 +738,7 @@ def run_crawl(
     else:
         stats, files = _run_groups(raw, state, warc_dir, seed_items, threads, start_ray)
     stats.seconds += time.perf_counter() - started
-    out = {"stats": stats.to_dict(), "files": sorted(files)}
+    out = {"stats": stats.to_dict(), "files": sorted(files), "params": given}
     atomic_write_json(done, out)
     return out
 
