@@ -27,6 +27,7 @@ from warcio.archiveiterator import ArchiveIterator
 
 from pipeline.config import load_pipelines
 from pipeline.executor import run_pipeline
+from pipeline.stage import RunFailed
 from stages import crawl_fetch
 from stages.crawl import CrawlParams, retry_after_seconds, run_crawl
 from stages.crawl_frontier import extract_links, url_key
@@ -663,6 +664,10 @@ def test_max_pages_robots_redirect_and_unreachable_hosts(tmp_path, monkeypatch):
     stats = result["stats"]
     assert stats["docs_out"] == 5
     assert stats["dropped"]["dns"] == 1 and stats["dropped"]["connect"] == 1
+    # finished: the same config returns the result, another one is refused (never reused silently)
+    assert run_crawl(params, tmp_path, tmp_path) == result
+    with pytest.raises(RunFailed, match="another configuration"):
+        run_crawl(params.model_copy(update={"max_pages": 6}), tmp_path, tmp_path)
 
 
 def test_robots_cache_expires_and_long_crawl_delay_skips_host(tmp_path):
