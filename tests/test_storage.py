@@ -137,6 +137,26 @@ def test_s3_inputs_glob_and_range_reads(s3, warcs, local_run, tmp_path):
     assert [i["bytes"] for i in manifest["inputs"]] == [w.stat().st_size for w in warcs]
 
 
+def test_remote_warc_gz_names_are_planned_without_probing_and_read_like_local(s3, tmp_path):
+    """A remote ``*.warc.gz`` is split by name; a plain and a whole-file-gzip WARC so named still
+    give exactly the local documents and drops (no record read twice)."""
+    import gzip as gz
+
+    from stages.warc import WarcSource
+
+    records = [warcgen.response(i, warcgen.page(i, words=150), gzip=False) for i in range(30)]
+    plain = b"".join(records)
+    files = {"plain.warc.gz": plain, "whole.warc.gz": gz.compress(plain)}
+    url = _bucket(s3, "named", files)
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        local = warcgen.read(WarcSource, [tmp_path / name], split_bytes=4096)
+        remote = warcgen.read(WarcSource, [f"{url}/{name}"], split_bytes=4096)
+        assert len(local.shards) == 1 and len(remote.shards) == -(-len(data) // 4096) > 1
+        assert remote.rows == local.rows and len(local.rows) == 30, name
+        assert remote.stats.dropped == local.stats.dropped, name
+
+
 def test_paths_file_over_http_with_failures_is_retried_and_counted(warcs, local_run, tmp_path):
     site = tmp_path / "site"
     (site / "crawl").mkdir(parents=True)
