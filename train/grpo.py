@@ -55,6 +55,7 @@ bit-identical to an uninterrupted one (``tests/test_grpo.py``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -72,6 +73,7 @@ from train.loop import (
     Task,
     UsageError,
     check_settings,
+    make_autocast,
     merge_settings,
     open_output,
     pick_dtype,
@@ -154,8 +156,11 @@ class GroupBatches:
         accum: int,
         stats: torch.Tensor,
         info: DistInfo,
+        autocast=None,
     ):
         self.model, self.tokenizer, self.items, self.prompt_ids = model, tokenizer, items, prompt_ids
+        # the loop calls next_batch outside its autocast: sampling enters it here (bf16 rollouts)
+        self.autocast = autocast if autocast is not None else contextlib.nullcontext()
         self.verifier, self.run, self.accum, self.stats, self.info = verifier, run, accum, stats, info
         self.G = run["num_generations"]
         seed = int(np.random.SeedSequence([run["seed"], info.rank]).generate_state(1)[0])
@@ -184,9 +189,10 @@ class GroupBatches:
         W, run = self.info.world_size, self.run
         index = [self._next() for _ in range(run["micro_batch"] * W)][self.info.rank :: W]
         prompts = [self.prompt_ids[i] for i in index for _ in range(self.G)]
-        rollout = sample(self.model, self.tokenizer, prompts, max_new_tokens=run["max_new_tokens"],
-                         temperature=run["temperature"], top_k=run["top_k"], top_p=run["top_p"],
-                         generator=self.generator)  # fmt: skip
+        with self.autocast:
+            rollout = sample(self.model, self.tokenizer, prompts, max_new_tokens=run["max_new_tokens"],
+                             temperature=run["temperature"], top_k=run["top_k"], top_p=run["top_p"],
+                             generator=self.generator)  # fmt: skip
         errors_before = self.verifier.errors
         rows = [i for i in index for _ in range(self.G)]
         texts = completion_texts(self.tokenizer, rollout)
@@ -288,7 +294,7 @@ def make_train_metrics(stats: torch.Tensor, batches: GroupBatches, info: DistInf
 
 
 def make_evaluate(tokenizer, items: list[Item], prompt_ids: list[list[int]], verifier: Verifier, *,
-                  run: dict, info: DistInfo):  # fmt: skip
+                  run: dict, info: DistInfo, autocast=None):  # fmt: skip
     """``val_accuracy`` (greedy completions scoring >= 1), ``val_reward``, ``val_completions/mean_length``."""
     chunk = run["micro_batch"] * run["num_generations"]  # the rollouts' own batch size
 
@@ -298,8 +304,9 @@ def make_evaluate(tokenizer, items: list[Item], prompt_ids: list[list[int]], ver
         sums = torch.zeros(4, dtype=torch.float64, device=info.device)
         for j in range(0, len(mine), chunk):
             index = mine[j : j + chunk]
-            r = sample(model, tokenizer, [prompt_ids[i] for i in index], max_new_tokens=run["max_new_tokens"],
-                       temperature=0.0)  # fmt: skip
+            prompts = [prompt_ids[i] for i in index]
+            with autocast if autocast is not None else contextlib.nullcontext():
+                r = sample(model, tokenizer, prompts, max_new_tokens=run["max_new_tokens"], temperature=0.0)
             scores = [
                 verifier(items[i], t) for i, t in zip(index, completion_texts(tokenizer, r), strict=True)
             ]
@@ -447,16 +454,19 @@ def grpo(args: argparse.Namespace, info: DistInfo, log: Callable[..., None]) -> 
     peak = run["lr"] if run["lr"] is not None else 0.1 * config.peak_lr()
     run["lr"] = peak
 
+    dtype = pick_dtype(args.dtype, device)
+    autocast = make_autocast(device, dtype)
     stats = torch.zeros(len(STAT_NAMES), dtype=torch.float64, device=device)
     batches = GroupBatches(model, tokenizer, train_items, train_ids, spec.verifier, run=run, accum=accum,
-                           stats=stats, info=info)  # fmt: skip
+                           stats=stats, info=info, autocast=autocast)  # fmt: skip
     evaluate = None
     if run["eval_every"] and val_items:
         val_verifier = Verifier(spec.verifier.fn, takes_item=spec.verifier.takes_item, log=log)
-        evaluate = make_evaluate(tokenizer, val_items, val_ids, val_verifier, run=run, info=info)
+        evaluate = make_evaluate(
+            tokenizer, val_items, val_ids, val_verifier, run=run, info=info, autocast=autocast
+        )
     elif run["eval_every"]:
         log("no validation items (--val, --val-fraction, arithmetic's --val-size): no val_accuracy")
-    dtype = pick_dtype(args.dtype, device)
     log(model.summary(T))
     log(
         f"batch: {batch_prompts} prompts × {G} completions = {B} × {W} rank(s) × {accum} accumulation; "
