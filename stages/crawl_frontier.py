@@ -11,12 +11,14 @@ that makes a crawl resumable.
   ``<base href>``; ``rel=nofollow`` links and every link of a page with ``<meta name=robots
   content=nofollow>`` (or ``none``) are skipped.
 * **Journal** (``Journal``): an append-only JSON-lines file, one line per finished fetch, written
-  and fsynced after the fetch's WARC records.  A line says which frontier item finished, what it
-  added (links, a retry, a redirect target), the committed size of each WARC file and the
-  counters.  Replaying it rebuilds the queue (in order), the seen set, the payload digests
-  and the stats; a torn last line (a kill mid-write) is ignored.  Appending costs one fsync per
-  page (~0.1-1 ms on local disk) instead of rewriting the whole frontier each time, which would
-  be O(pages) per page.
+  after the fetch's WARC records.  A line says which frontier item finished, what it added
+  (links, a retry, a redirect target), the size of each WARC file after its records and the
+  counters.  Replaying it rebuilds the queue (in order), the seen set, the payload digests and
+  the stats; a torn last line (a kill mid-write) is ignored.  Lines are written (not fsynced)
+  per fetch and both files are fsynced together every ``SYNC_SECONDS``, WARC first: a killed
+  process loses nothing (the page cache survives it), and after a power cut the replay stops at
+  the first line whose WARC bytes did not reach the disk.  An fsync costs ~5.6 ms on this
+  machine's disk (measured, 200 appends); two per page would cap a host group near 90 pages/s.
 """
 
 from __future__ import annotations
@@ -171,7 +173,8 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._f = None
 
-    def events(self) -> Iterator[dict]:
+    def events(self) -> Iterator[tuple[int, dict]]:
+        """``(offset of the line, event)`` for every whole line; a torn tail is cut off."""
         if not self.path.exists():
             return
         with open(self.path, "rb") as f:
@@ -184,18 +187,24 @@ class Journal:
                 event = json.loads(line)
             except ValueError:
                 break
+            yield good, event
             good += len(line)
-            yield event
         if good < len(data):  # drop the torn tail so that appends start on a line boundary
-            with open(self.path, "r+b") as f:
-                f.truncate(good)
+            self.truncate(good)
+
+    def truncate(self, offset: int) -> None:
+        with open(self.path, "r+b") as f:
+            f.truncate(offset)
 
     def append(self, event: dict) -> None:
         if self._f is None:
             self._f = open(self.path, "ab")  # noqa: SIM115 (kept open across appends)
         self._f.write(json.dumps(event, separators=(",", ":")).encode() + b"\n")
         self._f.flush()
-        os.fsync(self._f.fileno())
+
+    def sync(self) -> None:
+        if self._f is not None:
+            os.fsync(self._f.fileno())
 
     def close(self) -> None:
         if self._f is not None:

@@ -3,10 +3,11 @@
 * Each fetch's records (``request`` + ``response``, or ``request`` + ``revisit``) are built in
   memory with warcio's ``WARCWriter`` (gzip: one member per record, the WARC spec's
   recommendation, which lets winnow's reader split and resynchronise), then appended to the
-  current file in one ``write`` and fsynced.  The size after the write is the *committed* size,
-  which the crawl journal records once the fetch is done.  On resume every file is truncated to
-  its committed size (a file the journal never committed is removed), so a kill mid-write
-  leaves no partial record and no record of a fetch the journal does not know about.
+  current file in one ``write``.  The size after the write is the *committed* size, which the
+  crawl journal records once the fetch is done (``sync`` fsyncs before the journal is; see
+  crawl_frontier).  On resume every file is truncated to its committed size (a file the journal
+  never committed is removed), so a kill mid-write leaves no partial record and no record of a
+  fetch the journal does not know about.
 * Files are named ``PREFIX-NNNNN.warc.gz`` and rotated once a file passes ``max_bytes``; each
   starts with a ``warcinfo`` record holding the crawl's configuration.
 * The ``response`` record's block is the raw bytes received (see crawl_fetch); the ``request``
@@ -49,6 +50,7 @@ class WarcOut:
         self.digests: dict[str, tuple[str, str]] = {}  # payload digest -> (uri, WARC-Date)
         self.current: str | None = None
         self._f = None
+        self._new_entry = False
 
     # --- resume ----------------------------------------------------------------------------------
     def restore(self, sizes: dict[str, int], digests: dict[str, tuple[str, str]]) -> None:
@@ -72,6 +74,7 @@ class WarcOut:
             seq = 1 + max((int(n.rsplit("-", 1)[1].split(".")[0]) for n in self.sizes), default=-1)
             self.current = f"{self.prefix}-{seq:05d}.warc.gz"
             if self._f is not None:
+                self.sync()  # the finished file is durable before the journal moves on
                 self._f.close()
             self._f = None
         if self._f is None:
@@ -150,15 +153,23 @@ class WarcOut:
         assert self._f is not None
         self._f.write(data)
         self._f.flush()
-        os.fsync(self._f.fileno())
         if self.sizes.get(self.current, 0) == 0:
-            fsync_path(self.folder)  # the new file's directory entry
+            self._new_entry = True
         self.sizes[self.current] = self.sizes.get(self.current, 0) + len(data)
         out["warc"] = {self.current: self.sizes[self.current]}
         return out
 
+    def sync(self) -> None:
+        """fsync the current file (and the folder after a new file): before the journal's fsync."""
+        if self._f is not None:
+            os.fsync(self._f.fileno())
+        if self._new_entry:
+            fsync_path(self.folder)
+            self._new_entry = False
+
     def close(self) -> None:
         if self._f is not None:
+            self.sync()
             self._f.close()
             self._f = None
 

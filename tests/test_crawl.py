@@ -711,3 +711,32 @@ def test_one_pacer_per_host_name_across_ports_and_gzip_bodies(tmp_path):
         assert all(t1 - t0 >= 0.1 - 0.03 for (t0, _, _), (t1, _, _) in itertools.pairwise(both))
         assert [p for _, _, p in one.requests(ip, robots=True)].count("/robots.txt") == 1
         assert [p for _, _, p in two.requests(ip, robots=True)].count("/robots.txt") == 1
+
+
+def test_resume_after_a_power_cut_between_syncs(tmp_path):
+    """Journal lines may reach the disk before the WARC bytes they vouch for: the replay stops at
+    the first such line, and the pages after it are fetched again (each stored once)."""
+    ip = "127.0.0.41"
+    with Sites([ip]) as sites:
+        chain_site(sites, ip)
+        params = CrawlParams(
+            seeds=[f"{sites[ip].base}/"], delay=0.01, max_pages=8, max_depth=50, allow_private_addresses=True
+        )
+        run_crawl(params, tmp_path, tmp_path)
+        first = sites.paths(ip)
+        state = tmp_path / "_work" / "crawl"
+        lines = (state / "group-000.jsonl").read_text().splitlines()
+        cut = [json.loads(x)["warc"] for x in lines if '"pages":1' in x][3]  # after the 4th page
+        ((name, size),) = cut.items()
+        with open(tmp_path / "warc" / name, "r+b") as f:
+            f.truncate(size - 10)  # the 4th page's records did not all reach the disk
+        (state / "done.json").unlink()  # the crawl had not finished either
+        run_crawl(params, tmp_path, tmp_path)
+        again = sites.paths(ip)[len(first) :]
+    assert again and set(again) < set(first)
+    assert first[first.index(again[0]) :] == again  # everything from the lost page on, once more
+    recs = warc_records(tmp_path)
+    responses = [r["uri"] for r in recs if r["type"] == "response"]
+    assert len(responses) == len(set(responses)) == len(first)
+    for f in (tmp_path / "warc").glob("*.warc.gz"):
+        assert subprocess.run([sys.executable, "-m", "warcio.cli", "check", str(f)]).returncode == 0
