@@ -473,6 +473,7 @@ class GroupCrawler:
             return
         self._adapt(host, resp, t0)
         ev.stats.count("bytes_received", len(resp.raw))
+        ev.stats.bytes_in += len(resp.raw)
         ev.stats.count(str(resp.status), group="http_status")
         status = resp.status
         if status in RETRYABLE_STATUS and item.attempt < self.p.max_retries:
