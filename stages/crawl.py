@@ -79,7 +79,6 @@ from stages.crawl_frontier import (
     sitemap_locs,
     url_key,
 )
-from stages.crawl_warc import WarcOut
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +243,8 @@ class GroupCrawler:
             self.p.max_response_bytes,
             self.p.allow_private_addresses,
         )
+        from stages.crawl_warc import WarcOut  # warcio: only when crawling (winnow validate stays fast)
+
         info = {k: v for k, v in self.p.model_dump(mode="json").items() if k not in ("paths", "split_bytes")}
         self.warc = WarcOut(Path(warc_dir), f"crawl-g{group:03d}", self.p.warc_max_bytes, info)
         self.journal = Journal(Path(state_dir) / f"group-{group:03d}.jsonl")
