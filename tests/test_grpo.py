@@ -19,6 +19,7 @@ from tinygpt import byte_tokenizer_dir, tiny_gpt
 
 from pipeline.cli import main as winnow
 from train.checkpoint import load_checkpoint, save_checkpoint
+from train.loop import UsageError
 from train.losses import group_advantages, grpo_loss
 from train.tasks import Item, Verifier, arithmetic_items, arithmetic_reward, load_verifier, sft_rows
 
@@ -154,6 +155,10 @@ def test_arithmetic_items_are_deterministic_disjoint_and_judged_by_the_last_numb
     assert arithmetic_reward("What is 23 + 58?", "It is 80, no, 81") == 1.0
     assert arithmetic_reward("What is 23 + 58?", "81, or 80") == 0.0
     assert arithmetic_reward("What is 23 + 58?", "no idea") == 0.0
+    train21, val21 = arithmetic_items(seed=3, digits="2,1", val_size=100)  # A of 2 digits, B of 1
+    assert len(train21) + len(val21) == 1000 and all(len(i.prompt.split(" + ")[1]) == 2 for i in train21)
+    with pytest.raises(UsageError, match="D1,D2"):
+        arithmetic_items(seed=3, digits="2,x", val_size=10)
     rows = sft_rows(seed=3, digits=1, val_size=20, n=50)
     assert all(arithmetic_reward(r["prompt"], r["response"]) == 1.0 for r in rows)
     assert {r["prompt"] for r in rows}.isdisjoint(i.prompt for i in val)  # SFT never sees validation

@@ -221,7 +221,7 @@ def _grpo_parser(train_sub: argparse._SubParsersAction) -> None:
         "--prompts", metavar="FILE", help="the task's items (.jsonl[.gz]): rows of `prompt` or `messages`"
     )
     add_val_flags(p)
-    d.add_argument("--digits", type=int, help="arithmetic: digits per operand (default 2)")
+    d.add_argument("--digits", help="arithmetic: digits per operand, D or D1,D2 (default 2)")
     d.add_argument("--val-size", type=int, help="arithmetic: held-back problems (default 200)")
     d.add_argument("--out", required=True, metavar="DIR", help="output: checkpoints/, metrics.jsonl")
     o, _, _ = add_shared_flags(

@@ -86,7 +86,7 @@ from train.model import GPT
 from train.parallel import DistInfo, all_reduce_sum
 from train.rollout import RolloutBatch, render_prompt, sample, token_logprobs
 from train.sft import copy_base_tokenizer, parent_lineage
-from train.tasks import Item, TaskSpec, Verifier, resolve_task
+from train.tasks import Item, TaskSpec, Verifier, parse_digits, resolve_task
 
 DEFAULTS = {
     "micro_batch": 4,
@@ -96,7 +96,7 @@ DEFAULTS = {
     "loss_type": "token",
     "scale_rewards": "group",
     "beta": 0.0,
-    "digits": 2,
+    "digits": "2",
     "val_size": 200,
     "max_steps": 200,
     "warmup": 0,
@@ -334,6 +334,9 @@ def resolve_args(args: argparse.Namespace, saved: dict | None) -> dict:
     for name in ("policy", "prompts", "val"):
         if given[name] is not None:
             given[name] = os.path.abspath(given[name])
+    if given["digits"] is not None:  # one spelling per setting, so --resume compares like with like
+        d1, d2 = parse_digits(given["digits"])
+        given["digits"] = str(d1) if d1 == d2 else f"{d1},{d2}"
     task = given["task"]
     if task and ":" in task:  # a .py path: absolute, so --resume from another directory finds it
         module, _, fn = task.rpartition(":")
@@ -480,7 +483,7 @@ def grpo(args: argparse.Namespace, info: DistInfo, log: Callable[..., None]) -> 
         "parent": parent,
         "data": {
             **spec.lineage,
-            "train_items": len(train_items),
+            "examples": len(train_items),
             "val_items": len(val_items),
             "dropped": dropped + val_dropped,
             "tokenizer_json_sha256": tokenizer.sha256,

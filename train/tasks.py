@@ -70,25 +70,37 @@ def arithmetic_reward(prompt: str, completion: str) -> float:
     return float(bool(numbers) and int(numbers[-1]) == int(m.group(1)) + int(m.group(2)))
 
 
-def arithmetic_items(seed: int, digits: int, val_size: int) -> tuple[list[Item], list[Item]]:
-    """(train, val) items: every problem of ``digits``-digit operands, shuffled by ``seed``; the first
-    ``val_size`` are validation.  10^(2·digits) problems (2 digits: 10,000)."""
-    if not 1 <= digits <= 4:
-        raise UsageError(f"--digits must be in [1, 4] (got {digits})")
-    n = 10**digits
-    total = n * n
+def parse_digits(digits: int | str) -> tuple[int, int]:
+    """``2`` → (2, 2): both operands of 2 digits; ``"2,1"`` → (2, 1): A of 2 digits, B of 1."""
+    try:
+        parts = [int(x) for x in str(digits).split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or not all(1 <= d <= 4 for d in parts):
+        raise UsageError(f"--digits must be D or D1,D2 with each in [1, 4] (got {digits!r})")
+    return parts[0], parts[1]
+
+
+def arithmetic_items(seed: int, digits: int | str, val_size: int) -> tuple[list[Item], list[Item]]:
+    """(train, val) items: every problem with operands of ``digits`` digits (``parse_digits``),
+    shuffled by ``seed``; the first ``val_size`` are validation.  10^(d1+d2) problems (2: 10,000)."""
+    d1, d2 = parse_digits(digits)
+    n1, n2 = 10**d1, 10**d2
+    total = n1 * n2
     if not 0 <= val_size < total:
-        raise UsageError(f"--val-size must be in [0, {total}) for {digits}-digit problems (got {val_size})")
-    order = np.random.default_rng([seed, digits]).permutation(total)
+        raise UsageError(f"--val-size must be in [0, {total}) for --digits {digits} (got {val_size})")
+    order = np.random.default_rng([seed, d1, d2]).permutation(total)
     items = []
     for k in order.tolist():
-        a, b = divmod(k, n)
+        a, b = divmod(k, n2)
         q = question(a, b)
         items.append(Item([{"role": "user", "content": q}], q, {"prompt": q, "answer": a + b}))
     return items[val_size:], items[:val_size]
 
 
-def sft_rows(seed: int, digits: int, val_size: int, n: int) -> list[dict]:
+def sft_rows(seed: int, digits: int | str, val_size: int, n: int) -> list[dict]:
     """``n`` prompt/response rows (``{"prompt": "What is A + B?", "response": "S"}``) from the
     *training* items of (seed, digits, val_size): an SFT set that never shows a validation problem."""
     train, _ = arithmetic_items(seed, digits, val_size)
@@ -222,8 +234,8 @@ def resolve_task(run: dict, log=lambda *a: None) -> TaskSpec:
     lineage: dict = {"task": task}
     if prompts:
         train = file_items(prompts)
-        lineage["prompts"] = {"path": prompts, "rows": len(train),
-                              "sha256": hashlib.sha256(Path(prompts).read_bytes()).hexdigest()}  # fmt: skip
+        sha = hashlib.sha256(Path(prompts).read_bytes()).hexdigest()
+        lineage["files"] = [{"path": prompts, "rows": len(train), "sha256": sha}]  # as SFT's data.files
         if run["val"]:
             val = file_items(run["val"])
             lineage["val"] = {"path": run["val"], "rows": len(val)}
