@@ -166,7 +166,11 @@ def test_first_minibatch_has_ratio_1_and_no_clipping_and_records_kind_and_lineag
     assert first["policy/approxkl_avg"] == 0.0 and first["val/clipfrac_avg"] == 0.0
     assert first["loss/value_avg"] > 0 and first["objective/kl"] == 0.0  # the policy is the reference
     assert rows[2]["val/ratio"] != 1.0  # the second epoch sees the updated policy
-    assert rows[3]["objective/kl"] != 0.0  # the second rollout comes from the updated policy
+    r3 = rows[3]
+    assert r3["objective/kl"] != 0.0  # the second rollout comes from the updated policy
+    assert r3["objective/kl"] == r3["objective/kl_k1"] and r3["objective/kl_k3"] > 0  # k1 by default
+    assert r3["objective/non_score_reward"] == pytest.approx(-0.05 * r3["objective/kl"])
+    assert r3["rlhf_reward"] == pytest.approx(r3["objective/scores"] + r3["objective/non_score_reward"])
     names = {"rlhf_reward", "objective/rlhf_reward", "objective/scores", "objective/non_score_reward",
              "objective/kl", "objective/kl_k1", "objective/kl_k2", "objective/kl_k3", "objective/entropy",
              "objective/kl_coef", "completions/mean_length", "completions/eot_fraction", "loss/policy_avg",
@@ -203,7 +207,8 @@ def test_resume_mid_rollout_reproduces_the_uninterrupted_run(models, tmp_path):
     # 3 steps per rollout (3 epochs of one 4-row minibatch): step 2 is mid-rollout, step 4 in the next
     common = ["--policy", policy, "--reward", rm, "--prompts", prompts, *FLAGS, "--batch-rows", 4,
               "--ppo-epochs", 3, "--max-steps", 4, "--save-every", 2, "--keep-checkpoints", 0, "--lr", 1e-2,
-              "--target-kl", 0.5, "--kl-horizon", 10, "--missing-eot-penalty", 1.0]  # fmt: skip
+              "--target-kl", 0.5, "--kl-horizon", 10, "--missing-eot-penalty", 1.0,
+              "--kl-estimator", "k3"]  # fmt: skip
     a, b = tmp_path / "a", tmp_path / "b"
     assert ppo(*common, "--out", a) == 0
     assert ppo(*common, "--out", b, "--stop-after", 2) == 0
@@ -213,6 +218,7 @@ def test_resume_mid_rollout_reproduces_the_uninterrupted_run(models, tmp_path):
     ra, rb = strip_timing(metrics(a)), strip_timing(metrics(b))
     assert ra == rb and len(ra) == 4
     assert ra[3]["objective/kl_coef"] != ra[0]["objective/kl_coef"]  # the adaptive β moved, and resumed
+    assert ra[3]["objective/kl"] == ra[3]["objective/kl_k3"]
     for name in ("model.pt", "trainer.pt"):
         wa = torch.load(a / "checkpoints/step-00000004" / name, weights_only=True)
         wb = torch.load(b / "checkpoints/step-00000004" / name, weights_only=True)
