@@ -276,9 +276,10 @@ class PPORollouts:
         policy = self.model.policy
         generator = torch.Generator(device=self.device).manual_seed(_seed(r["seed"], 2, self.rollouts))
         t0 = time.perf_counter()
-        roll = sample(
-            policy, self.tokenizer, prompts, max_new_tokens=r["max_new_tokens"], generator=generator
-        )
+        with self.autocast:  # the loop calls next_batch outside its autocast: bf16 sampling enters it here
+            roll = sample(
+                policy, self.tokenizer, prompts, max_new_tokens=r["max_new_tokens"], generator=generator
+            )
         t1 = time.perf_counter()
         batch = roll.pack(self.pad_id).to(self.device)
         N, W = batch.completion_mask.shape
@@ -435,8 +436,9 @@ def make_evaluate(val: list[list[int]], *, ref: GPT, rm: RewardModel, tokenizer,
         model.eval()
         B = run["rollout_prompts"]
         for j in range(0, len(val), B):
-            roll = sample(policy, tokenizer, val[j : j + B], max_new_tokens=run["max_new_tokens"],
-                          generator=generator)  # fmt: skip
+            with autocast:
+                roll = sample(policy, tokenizer, val[j : j + B], max_new_tokens=run["max_new_tokens"],
+                              generator=generator)  # fmt: skip
             batch = roll.pack(tokenizer.pad_id).to(device)
             mask = batch.completion_mask
             with autocast:
