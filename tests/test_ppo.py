@@ -185,7 +185,7 @@ def test_first_minibatch_has_ratio_1_and_no_clipping_and_records_kind_and_lineag
     meta = json.loads((out / "checkpoints/step-00000004/config.json").read_text())
     assert meta["kind"] == "ppo" and meta["parent"]["path"] == str(policy)
     assert meta["reward"]["kind"] == "reward" and meta["reward"]["path"].startswith(str(rm))
-    assert meta["data"]["prompts"] == 18 and meta["data"]["val"]["rows"] == 6
+    assert meta["data"]["prompts"] == meta["data"]["examples"] == 18 and meta["data"]["val"]["rows"] == 6
 
 
 def test_one_step_at_a_large_lr_moves_every_trainable_parameter(models, tmp_path):

@@ -647,8 +647,9 @@ def ppo(args: argparse.Namespace, info: DistInfo, log: Callable[..., None]) -> i
         "train": {**run, "dtype": args.dtype, "compile": args.compile, "world_size": info.world_size},
         "parent": parent,
         "reward": reward_lineage,
-        "data": {"files": files, "val": val_lineage, "prompts": len(prompts), "dropped_too_long": too_long,
-                 "tokenizer_json_sha256": tokenizer.sha256},
+        # examples: the playground's lineage line ("ppo on FILE (N examples)")
+        "data": {"files": files, "val": val_lineage, "prompts": len(prompts), "examples": len(prompts),
+                 "dropped_too_long": too_long, "tokenizer_json_sha256": tokenizer.sha256},
         "model": asdict(config),
         "value_head": {"on": "the policy's final hidden states", "init": "zeros", "saved_in": "trainer.pt"},
     }  # fmt: skip
