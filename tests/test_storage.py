@@ -434,9 +434,10 @@ def test_two_node_cluster_without_shared_disk_equals_local(s3, warcs, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     got = _download(s3, out, tmp_path / "got")
     nodes = {json.loads(p.read_text())["node_id"] for p in (got / "_work/phase-0/done").glob("*.json")}
-    assert len(nodes) == 2, "tasks should have run on both nodes"
+    assert len(nodes) == 2, f"tasks should have run on both nodes, ran on {nodes}"
     for node in ("node0", "node1"):  # each node worked in its own mirror
-        assert any((tmp_path / "nodes" / node / "scratch").rglob("part-*.parquet"))
+        parts = list((tmp_path / "nodes" / node / "scratch").rglob("part-*.parquet"))
+        assert parts, f"{node} wrote no part in its own scratch"
     assert read_docs(got) == read_docs(tmp_path / "local")
     assert _stats(got) == _stats(tmp_path / "local")
 
