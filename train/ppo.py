@@ -617,6 +617,10 @@ def ppo(args: argparse.Namespace, info: DistInfo, log: Callable[..., None]) -> i
     ref = _frozen(ref, device)
     rm = _frozen(load_reward_model(rm_ckpt["config"], rm_ckpt["state_dict"], strict_head=True), device)
     reward_lineage = ckpt["meta"]["reward"] if ckpt else parent_lineage(rm_dir, rm_ckpt)
+    norm = rm_ckpt["meta"].get("reward_normalization")
+    log(f"reward model {rm_dir}: scores normalised to mean 0, std 1 on {norm['n']} calibration rows"
+        if norm else f"reward model {rm_dir}: raw scores (trained without --normalize: β acts on the RM's "
+        "own scale)")  # fmt: skip
     del policy_ckpt, rm_ckpt
     dtype = pick_dtype(args.dtype, device)
     autocast = make_autocast(device, dtype)
