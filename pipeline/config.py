@@ -167,7 +167,7 @@ def expand_inputs(params: InputParams, base: Path) -> tuple[list[str], list[str]
     returns (files, problems).  Local files must exist; URLs are not contacted unless they are
     globs (listing) or the paths file itself (``winnow validate --check-access`` checks them)."""
     problems = [
-        f"{u!r}: {msg}"
+        f"{storage.redact(u)!r}: {msg}"
         for u in [*params.paths, params.paths_file or "", params.base_url or ""]
         if (msg := storage.check_no_secret(u))
     ]

@@ -156,7 +156,10 @@ def filesystem(url: str) -> tuple[Any, str]:
     with _FS_LOCK:
         fs = _FS.get(key)
         if fs is None:
-            fs = fsspec.filesystem(protocol, skip_instance_cache=True, **options)
+            try:
+                fs = fsspec.filesystem(protocol, skip_instance_cache=True, **options)
+            except (ImportError, ValueError) as exc:  # e.g. gs:// without gcsfs installed
+                raise RemoteReadError(f"{redact(url)}: no filesystem for {protocol}:// ({exc})") from None
             if hasattr(fs, "retries"):
                 fs.retries = 1  # s3fs's own retries: ours count them (see module docstring)
             _FS[key] = fs

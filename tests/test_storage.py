@@ -224,8 +224,11 @@ def test_sample_files_is_deterministic_and_independent_of_listing_order():
 def test_credentials_in_the_config_are_refused(tmp_path):
     from pipeline.config import ConfigError
 
-    with pytest.raises(ConfigError, match="credentials in a URL are not accepted"):
+    with pytest.raises(ConfigError, match="credentials in a URL are not accepted") as err:
         _spec(tmp_path, {"paths": ["https://user:hunter2@example.invalid/a.warc.gz"]}, tmp_path / "r")
+    assert "hunter2" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"no filesystem for nosuchscheme://"):
+        _spec(tmp_path, {"paths": ["nosuchscheme://bucket/*.warc.gz"]}, tmp_path / "r")
 
 
 # --- run directory on object storage -------------------------------------------------------------
