@@ -225,6 +225,10 @@ def test_resume_mid_rollout_reproduces_the_uninterrupted_run(models, tmp_path):
         if name == "trainer.pt":
             wa, wb = wa["data"]["value_head"], wb["data"]["value_head"]
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    # the final policy's greedy replies for winnow report, the same after a resume
+    samples = (a / "samples.jsonl").read_text()
+    assert samples == (b / "samples.jsonl").read_text()
+    assert [json.loads(line)["step"] for line in samples.splitlines()] == [4] * 4
 
 
 def test_refusals_exit_2_with_the_reason(models, tmp_path, capsys):

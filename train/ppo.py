@@ -86,6 +86,7 @@ from torch import nn
 from tokenizer.chat import ChatFormatError, require_chat_tokens
 from train.checkpoint import load_checkpoint, resolve_checkpoint
 from train.data import DataError, load_tokenizer
+from train.generate import reply_samples
 from train.loop import (
     LoopSettings,
     Task,
@@ -658,7 +659,9 @@ def ppo(args: argparse.Namespace, info: DistInfo, log: Callable[..., None]) -> i
         "value_head": {"on": "the policy's final hidden states", "init": "zeros", "saved_in": "trainer.pt"},
     }  # fmt: skip
     task = Task(batches=rollouts, loss=loss, tokens=lambda mb: mb.tokens, evaluate=evaluate, supervised=True,
-                label="ppo", train_metrics=train_metrics)  # fmt: skip
+                label="ppo", train_metrics=train_metrics,
+                samples=lambda m: reply_samples(m.policy, tokenizer, (val_convs or convs)[:4],
+                                                run["max_new_tokens"]))  # fmt: skip
     settings = LoopSettings.from_run(run, args, max_steps=run["max_steps"], accum=rows // B, lr=peak,
                                      warmup=run["warmup"], eval_every=run["eval_every"])  # fmt: skip
     return run_loop(
