@@ -1,15 +1,18 @@
 """GRPO on the built-in arithmetic task: does ``val_accuracy`` on held-out problems rise from the
-SFT starting point?  Everything from scratch, on CPU, in ~10 minutes:
+SFT starting point?  Everything from scratch, on CPU, in ~5-6 minutes per run:
 
 1. a byte-level tokenizer (with the chat tokens) and a randomly initialised GPT (2 layers × 128,
    0.46M parameters, context 64);
 2. ``winnow train sft`` on ``--sft-rows`` prompt/response rows of the task's *training* problems
-   (``train.tasks.sft_rows``: ``What is A + B?`` → ``S``), stopped early so the model is partly right;
+   (``train.tasks.sft_rows``: ``What is A + B?`` → ``S``); with ``--hedge h`` a share h of the
+   replies add a second, wrong guess (``"S, or maybe S±10"``): imperfect demonstrations, which the
+   verifier (it judges the *last* number) scores 0;
 3. ``winnow train grpo --task arithmetic`` from that checkpoint (G completions per problem, reward 1
    for the right final number), ``val_accuracy`` (greedy) every ``--eval-every`` steps;
 4. the same held-out problems answered greedily by the SFT and the GRPO checkpoints: accuracy with a
    95 % Wilson interval each, the problems that flipped either way and a two-sided sign test on them
-   (the comparison is paired: same problems);
+   (the comparison is paired: same problems), and what changed: the share whose *first* number is
+   right (the arithmetic itself) and the share that hedges;
 5. rollout speed of the SFT model: tokens/s of ``train.rollout.sample`` with and without the KV cache
    (``--speed-new-tokens`` new tokens per prompt, no stop token), and GRPO's per-step time split
    between generation (sampling + scoring) and training (forward, backward, optimizer) from its
@@ -19,7 +22,9 @@ Torch runs on one thread (``--threads``): on this 2-vCPU machine shared with oth
 gave 8-10k SFT tokens/s steadily where two swung between 400 and 8,000.  Results: JSON and a plot
 (val_accuracy and mean training reward against the GRPO step).
 
-    .venv/bin/python bench/grpo_arithmetic.py   # → bench/results/grpo_arithmetic.{json,png}
+    .venv/bin/python bench/grpo_arithmetic.py             # hedged SFT → bench/results/grpo_arithmetic.*
+    .venv/bin/python bench/grpo_arithmetic.py --hedge 0 \\
+        --out bench/results/grpo_arithmetic-clean.json --plot bench/results/grpo_arithmetic-clean.png
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from train.grpo import completion_texts  # noqa: E402
 from train.model import GPT, GPTConfig  # noqa: E402
 from train.reward import wilson  # noqa: E402
 from train.rollout import render_prompt, sample  # noqa: E402
+from train.tasks import _INTEGER as INTEGER  # noqa: E402
 from train.tasks import arithmetic_items, arithmetic_reward, sft_rows  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -58,23 +64,23 @@ def run(*argv) -> None:
         raise SystemExit(f"{' '.join(map(str, argv[:3]))} failed with exit code {code}")
 
 
-def greedy_correct(ckpt: Path, items, max_new: int, batch: int = 256) -> list[bool]:
-    """Per problem: does the greedy completion end with the right number (the trainer's val_accuracy)."""
+def greedy_answers(ckpt: Path, items, max_new: int, batch: int = 256) -> list[dict]:
+    """Per problem, the greedy completion judged three ways: ``correct`` (its last number is the sum:
+    the trainer's val_accuracy), ``first_correct`` (its first number is: the arithmetic alone) and
+    ``hedged`` (it gives a second number)."""
     model, tok = load_model(ckpt)
     out = []
     for i in range(0, len(items), batch):
         chunk = items[i : i + batch]
-        r = sample(
-            model,
-            tok,
-            [render_prompt(tok, it.messages) for it in chunk],
-            max_new_tokens=max_new,
-            temperature=0.0,
-        )
-        out += [
-            arithmetic_reward(it.prompt, t) >= 1
-            for it, t in zip(chunk, completion_texts(tok, r), strict=True)
-        ]
+        r = sample(model, tok, [render_prompt(tok, it.messages) for it in chunk], max_new_tokens=max_new,
+                   temperature=0.0)  # fmt: skip
+        for it, text in zip(chunk, completion_texts(tok, r), strict=True):
+            numbers = INTEGER.findall(text)
+            out.append({
+                "correct": arithmetic_reward(it.prompt, text) >= 1,
+                "first_correct": bool(numbers) and int(numbers[0]) == it.row["answer"],
+                "hedged": len(numbers) > 1,
+            })  # fmt: skip
     return out
 
 
@@ -120,7 +126,7 @@ def rollout_speed(ckpt: Path, items, new_tokens: int, batch: int, repeats: int =
     return out
 
 
-def plot(rows: list[dict], before: float, after: float, path: Path) -> None:
+def plot(rows: list[dict], before: float, after: float, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,7 +140,7 @@ def plot(rows: list[dict], before: float, after: float, path: Path) -> None:
     ax.axhline(before, ls="--", color="#888888", lw=0.8)
     ax.set_xlabel("GRPO step")
     ax.set_ylabel("share correct")
-    ax.set_title(f"GRPO on held-out 2-digit addition: {before:.1%} (SFT) → {after:.1%}")
+    ax.set_title(f"{title}: {before:.1%} (SFT) → {after:.1%}")
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -143,25 +149,30 @@ def plot(rows: list[dict], before: float, after: float, path: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--work", type=Path, default=Path("/tmp/winnow-grpo-arithmetic"), help="scratch folder")
+    ap.add_argument("--work", type=Path, help="scratch folder (default /tmp/winnow-grpo-arithmetic-hedge<H>)")
     ap.add_argument("--out", type=Path, default=RESULTS / "grpo_arithmetic.json")
     ap.add_argument("--plot", type=Path, default=RESULTS / "grpo_arithmetic.png")
     ap.add_argument("--digits", type=int, default=2)
     ap.add_argument("--val-size", type=int, default=500)
     ap.add_argument("--sft-rows", type=int, default=9000)
-    ap.add_argument("--sft-steps", type=int, default=1000)
+    ap.add_argument("--sft-steps", type=int, default=800)
     ap.add_argument("--sft-lr", type=float, default=3e-3)
-    ap.add_argument("--grpo-steps", type=int, default=200)
+    ap.add_argument("--grpo-steps", type=int, default=150)
     ap.add_argument("--grpo-lr", type=float, default=3e-4)
+    ap.add_argument("--grpo-warmup", type=int, default=10)
     ap.add_argument("--num-generations", type=int, default=8)
     ap.add_argument("--prompts-per-step", type=int, default=16)
-    ap.add_argument("--eval-every", type=int, default=20)
-    ap.add_argument("--max-new-tokens", type=int, default=6)
+    ap.add_argument("--eval-every", type=int, default=10)
+    ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument(
+        "--hedge", type=float, default=0.5, help="share of SFT replies with a second, wrong guess (sft_rows)"
+    )
     ap.add_argument("--speed-new-tokens", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    args.work = args.work or Path(f"/tmp/winnow-grpo-arithmetic-hedge{args.hedge:g}")
     if args.work.exists():
         shutil.rmtree(args.work)
     args.work.mkdir(parents=True)
@@ -178,7 +189,7 @@ def main() -> int:
     )
 
     # 2. SFT on training problems only
-    rows = sft_rows(args.seed, args.digits, args.val_size, args.sft_rows)
+    rows = sft_rows(args.seed, args.digits, args.val_size, args.sft_rows, hedge=args.hedge)
     (w / "sft_rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     t0 = time.perf_counter()
     sft_flags = ["--no-packing", "--micro-batch", 64, "--max-steps", args.sft_steps, "--lr", args.sft_lr]
@@ -207,6 +218,8 @@ def main() -> int:
         args.grpo_steps,
         "--lr",
         args.grpo_lr,
+        "--warmup",
+        args.grpo_warmup,
         "--num-generations",
         args.num_generations,
         "--micro-batch",
@@ -226,11 +239,17 @@ def main() -> int:
 
     # 4. paired before/after on the held-out problems
     _, val = arithmetic_items(args.seed, args.digits, args.val_size)
-    before = greedy_correct(w / "sft", val, args.max_new_tokens)
-    after = greedy_correct(w / "grpo", val, args.max_new_tokens)
+    judged = {name: greedy_answers(w / name, val, args.max_new_tokens) for name in ("sft", "grpo")}
+    before = [x["correct"] for x in judged["sft"]]
+    after = [x["correct"] for x in judged["grpo"]]
     n = len(val)
     won = sum(a and not b for a, b in zip(after, before, strict=True))
     lost = sum(b and not a for a, b in zip(after, before, strict=True))
+    shares = {
+        f"{name}_{key}": mean([float(x[key]) for x in answers])
+        for name, answers in judged.items()
+        for key in ("first_correct", "hedged")
+    }
 
     # 5. speed
     speed = rollout_speed(
@@ -264,6 +283,7 @@ def main() -> int:
             "flipped_to_right": won,
             "flipped_to_wrong": lost,
             "sign_test_p": sign_test(won, lost),
+            **shares,
         },
         "speed": {
             "rollout": speed,
@@ -282,11 +302,20 @@ def main() -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    plot(metrics, sum(before) / n, sum(after) / n, args.plot)
+    kind = f"{args.hedge:.0%} hedged SFT replies" if args.hedge else "clean SFT replies"
+    plot(
+        metrics,
+        sum(before) / n,
+        sum(after) / n,
+        args.plot,
+        f"GRPO, held-out {args.digits}-digit sums ({kind})",
+    )
     va = result["val_accuracy"]
     print(
         f"val_accuracy (greedy, {n} held-out problems): SFT {va['sft']:.1%} → GRPO {va['grpo']:.1%} "
-        f"({won} flipped to right, {lost} to wrong, sign test p = {va['sign_test_p']:.2g}); "
+        f"({won} flipped to right, {lost} to wrong, sign test p = {va['sign_test_p']:.2g}); first number "
+        f"right {va['sft_first_correct']:.1%} → {va['grpo_first_correct']:.1%}, "
+        f"hedged {va['sft_hedged']:.1%} → {va['grpo_hedged']:.1%}; "
         f"SFT {sft_s:.0f} s, GRPO {grpo_s:.0f} s; rollout {speed['speedup']:.1f}x faster with the KV cache; "
         f"GRPO step: generation {gen:.2f} s, training {train_s:.2f} s"
     )

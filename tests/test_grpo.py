@@ -162,6 +162,10 @@ def test_arithmetic_items_are_deterministic_disjoint_and_judged_by_the_last_numb
     rows = sft_rows(seed=3, digits=1, val_size=20, n=50)
     assert all(arithmetic_reward(r["prompt"], r["response"]) == 1.0 for r in rows)
     assert {r["prompt"] for r in rows}.isdisjoint(i.prompt for i in val)  # SFT never sees validation
+    hedged = sft_rows(seed=3, digits=1, val_size=20, n=80, hedge=0.5)  # a second, wrong guess: scored 0
+    scores = [arithmetic_reward(r["prompt"], r["response"]) for r in hedged]
+    assert 20 < scores.count(0.0) < 60 and all((s == 0.0) == (", or maybe" in r["response"])
+                                                for s, r in zip(scores, hedged, strict=True))  # fmt: skip
 
 
 def test_user_verifier_errors_score_zero_and_are_counted(items):

@@ -100,13 +100,25 @@ def arithmetic_items(seed: int, digits: int | str, val_size: int) -> tuple[list[
     return items[val_size:], items[:val_size]
 
 
-def sft_rows(seed: int, digits: int | str, val_size: int, n: int) -> list[dict]:
+def sft_rows(seed: int, digits: int | str, val_size: int, n: int, hedge: float = 0.0) -> list[dict]:
     """``n`` prompt/response rows (``{"prompt": "What is A + B?", "response": "S"}``) from the
-    *training* items of (seed, digits, val_size): an SFT set that never shows a validation problem."""
+    *training* items of (seed, digits, val_size): an SFT set that never shows a validation problem.
+
+    ``hedge``: the share of replies that add a second, wrong guess (``"S, or maybe S±10"``, the
+    carry slip), as imperfect demonstrations do; the verifier judges the *last* number, so a model
+    that learned to hedge loses those answers and RL has a behaviour to remove (bench/grpo_arithmetic.py)."""
     train, _ = arithmetic_items(seed, digits, val_size)
     if n > len(train):
         raise UsageError(f"{n} SFT rows asked, {len(train)} training problems exist")
-    return [{"prompt": it.prompt, "response": str(it.row["answer"])} for it in train[:n]]
+    rng = np.random.default_rng([seed, 7])
+    rows = []
+    for it in train[:n]:
+        s = it.row["answer"]
+        reply = str(s)
+        if rng.random() < hedge:
+            reply += f", or maybe {s + 10 if s < 10 or rng.random() < 0.5 else s - 10}"
+        rows.append({"prompt": it.prompt, "response": reply})
+    return rows
 
 
 # --------------------------------------------------------------------------------------------------
