@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import storage
-from pipeline.atomic import ROW_GROUP_ROWS, commit, temp_path
+from pipeline.atomic import ROW_GROUP_ROWS, atomic_file, commit, temp_path
 
 # Written last, in this order, when a tree is published: what a reader trusts is uploaded after
 # what it points to (a marker after its part, the manifest after everything).
@@ -221,14 +221,9 @@ class RunDir:
 
 
 def _download(url: str, local: Path) -> None:
-    """Download to a temp name, then rename: a killed download leaves no partial file."""
-    local.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(local)
-    try:
+    """Download through ``atomic_file``: a killed download leaves no partial file."""
+    with atomic_file(local) as tmp:
         storage.download(url, str(tmp))
-        os.replace(tmp, local)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _map_paths(obj: Any, src: Path, dst: Path) -> Any:
