@@ -126,7 +126,7 @@ def plot(results: dict, path: Path) -> None:
     )
     a.axhline(0.5, color="grey", lw=0.8, ls=":")
     a.set(
-        title=f"Reward model: pairwise accuracy ({results['heldout']} held-back pairs)",
+        title="Reward model: pairwise accuracy on held-back pairs",
         xlabel="step",
         ylabel="accuracy",
     )
@@ -173,14 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(DATA / "preference_dev.jsonl.gz"))
     ap.add_argument("--out", default="bench/out/preference_eval", help="work folder (runs, split files)")
     ap.add_argument("--heldout", type=int, default=230, help="pairs held back from every model")
-    ap.add_argument("--train-pairs", type=int, default=1200)
-    ap.add_argument("--rm-steps", type=int, default=150)
-    ap.add_argument("--dpo-steps", type=int, default=150)
+    ap.add_argument("--train-pairs", type=int, default=800)
+    ap.add_argument("--rm-steps", type=int, default=100)
+    ap.add_argument("--dpo-steps", type=int, default=100)
     ap.add_argument("--betas", type=float, nargs="+", default=[0.05, 0.5])
     ap.add_argument("--lr", type=float, default=None, help="DPO and RM peak lr (default: the trainers')")
-    ap.add_argument("--eval-every", type=int, default=25)
+    ap.add_argument("--eval-every", type=int, default=20)
     ap.add_argument("--micro-batch", type=int, default=8)
-    ap.add_argument("--train-eval", type=int, default=200, help="training pairs re-evaluated per checkpoint")
+    ap.add_argument("--train-eval", type=int, default=150, help="training pairs re-evaluated per checkpoint")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--results", default="bench/results/preference_eval.json")
     ap.add_argument("--plot", default="docs/preference_eval.png")
