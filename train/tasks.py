@@ -2,15 +2,16 @@
 ``MODULE:FUNCTION`` verifier with its ``--prompts`` items.
 
 **arithmetic.**  Problems ``"What is A + B?"`` with operands of ``digits`` decimal digits (0 to
-10^digits − 1), all 10^(2·digits) of them enumerated and shuffled by the seed; the first
+10^digits − 1; ``"2,1"``: A of 2 digits, B of 1), all of them enumerated and shuffled by the seed; the first
 ``val_size`` are held back for ``val_accuracy``, the rest are the training items, so the two sets
 are disjoint by construction and the same for a seed.  The reward reads the answer from the prompt
 itself (``arithmetic_reward``): 1.0 when the completion's *last* integer equals A + B, else 0.0, so
 "The answer is 81" and "81" both count and a completion that changes its mind is judged by its final
-number.  Default 2 digits (10,000 problems, answers 0 to 198): a 0.4M-parameter byte-level model
-SFT'd for a few minutes on CPU gets a fraction of them right, which leaves GRPO room to improve
-(bench/grpo_arithmetic.py).  ``sft_rows`` emits prompt/response rows of *training* items only, for the
-SFT starting point.
+number.  Default 2 digits (10,000 problems, answers 0 to 198): a 0.46M-parameter byte-level
+model SFT'd on 9,000 of them for 800 steps (3-5 minutes on one CPU thread) got the first number
+right on 7.8 % of 500 held-out problems in one run and 89.6 % in another (other SFT replies, same
+seed): at this size the skill arrives abruptly, so both ends are in reach (bench/README.md).
+``sft_rows`` emits prompt/response rows of *training* items only, for the SFT starting point.
 
 **A user's verifier** (``--task MODULE:FUNCTION``): MODULE is a dotted module importable from the
 working directory, or a path to a ``.py`` file; ``FUNCTION(prompt: str, completion: str) -> float``.
