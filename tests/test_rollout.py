@@ -53,9 +53,9 @@ def test_logprobs_of_a_row_do_not_depend_on_padding_or_the_batch_partner():
                 batch = Rollout([r[0] for r in rows], [r[1] for r in rows]).pack(PAD)
                 got = token_logprobs(model, batch)[order]
                 n = len(ref)
-                # right padding: same values at every real position; SIMD splits of a wider matmul
-                # may move the last bits of fp32
-                torch.testing.assert_close(got[:n], ref, rtol=0, atol=1e-5)
+                # right padding: the same values at every real position, up to the last bits of
+                # fp32 (a wider matmul splits its work differently: measured <= 4.8e-7)
+                torch.testing.assert_close(got[:n], ref, rtol=0, atol=2e-6)
                 mask = batch.completion_mask[order].bool()
                 assert mask.sum() == len(row_c) and mask[: len(row_p) - 1].sum() == 0
 
