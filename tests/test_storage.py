@@ -157,6 +157,34 @@ def test_remote_warc_gz_names_are_planned_without_probing_and_read_like_local(s3
         assert remote.stats.dropped == local.stats.dropped, name
 
 
+def test_jsonl_and_parquet_inputs_from_s3_read_like_local(s3, tmp_path):
+    """JSON Lines split in byte ranges, compressed JSON Lines and Parquet row groups, from a bucket."""
+    import pyarrow as pa
+
+    from stages.tabular import JsonlSource, ParquetSource
+
+    docs = [
+        {"id": f"d{i}", "text": " ".join(warcgen.WORDS[(i + k) % 39] for k in range(40))} for i in range(300)
+    ]
+    lines = "".join(json.dumps(d) + "\n" for d in docs).encode()
+    table = pa.Table.from_pylist(docs)
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=25)
+    files = {
+        "d.jsonl": lines,
+        "d.jsonl.gz": gzip.compress(lines),
+        "d.parquet": (tmp_path / "d.parquet").read_bytes(),
+    }
+    url = _bucket(s3, "tabular", files)
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        cls = ParquetSource if name.endswith(".parquet") else JsonlSource
+        local = warcgen.read(cls, [tmp_path / name], split_bytes=8192)
+        remote = warcgen.read(cls, [f"{url}/{name}"], split_bytes=8192)
+        assert [r["id"] for r in remote.rows] == [d["id"] for d in docs], name
+        assert remote.rows == local.rows and len(remote.shards) == len(local.shards), name
+        assert remote.stats.extra["remote_bytes"] > 0
+
+
 def test_paths_file_over_http_with_failures_is_retried_and_counted(warcs, local_run, tmp_path):
     site = tmp_path / "site"
     (site / "crawl").mkdir(parents=True)
