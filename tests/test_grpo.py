@@ -205,10 +205,24 @@ def test_bad_verifiers_are_usage_errors(items, tmp_path, capsys, policy):
 # training runs
 
 
-def test_one_step_at_a_large_lr_changes_every_parameter(policy, items, tmp_path):
+@pytest.mark.parametrize(
+    "variant", [[], ["--loss-type", "sequence"], ["--loss-type", "dr_grpo", "--scale-rewards", "none"]]
+)
+def test_one_step_at_a_large_lr_changes_every_parameter(policy, items, tmp_path, variant):
     path, prompts = items
     out = tmp_path / "run"
-    argv = ["--policy", policy, "--task", f"{path}:score", "--prompts", prompts, "--out", out, *FLAGS]
+    argv = [
+        "--policy",
+        policy,
+        "--task",
+        f"{path}:score",
+        "--prompts",
+        prompts,
+        "--out",
+        out,
+        *FLAGS,
+        *variant,
+    ]
     assert grpo(*argv, "--max-steps", 1, "--lr", 0.05, "--eval-every", 0) == 0
     before, after = weights(policy), weights(out)
     unchanged = [k for k in before if torch.equal(before[k], after[k])]
