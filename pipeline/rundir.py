@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -170,9 +171,12 @@ class RunDir:
         assert self.url is not None
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True, exist_ok=True)
-        for rel in storage.list_files(f"{self.url}/_work"):
-            if rel.endswith(".json") and rel != "lock.json":
-                _download(f"{self.url}/_work/{rel}", self.work / rel)
+        wanted = [
+            r for r in storage.list_files(f"{self.url}/_work") if r.endswith(".json") and r != "lock.json"
+        ]
+        # one small GET per marker: 16 at a time (10,000 tasks: ~10 s on S3 rather than minutes)
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda rel: _download(f"{self.url}/_work/{rel}", self.work / rel), wanted))
 
     # layout -------------------------------------------------------------------------------------
     @property
