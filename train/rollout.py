@@ -7,7 +7,8 @@ completions out, then one padded batch whose per-token log-probs the trainers sc
 left-padded for generation (the cache's per-row pad counts keep each row's positions and keys its
 own).  A completion ends at the first stop id (``<|end|>`` or ``<|endoftext|>``; the stop token is
 *kept* in ``completion_ids``, so the policy is trained to emit it: finish reason ``"eot"``) or after
-``max_new_tokens`` tokens, or where the context is full (``"length"``).  ``use_cache=False``
+``max_new_tokens`` tokens, or where the context is full (``"length"``); ``"stop"`` (a stop string, as
+``winnow generate`` reports it) is reserved: ``sample`` takes stop ids, not strings.  ``use_cache=False``
 re-runs the whole sequence for every new token instead (nanoGPT's loop: O(L²) per completion), only
 for the speed bench's with/without comparison; it gives the same tokens for the same generator
 (``tests/test_rollout.py``).
