@@ -593,13 +593,16 @@ def run_pipeline(
         _clean_temp_files(run_dir)
         source = registry.SOURCES[spec.input.format](spec.input)
         source.start_ray = lambda: init_ray(address, num_cpus)
-        shards = _check_plan(
-            run_dir,
-            spec,
-            lambda: source.plan(
-                source.prepare(str(run_dir.root), str(spec.config_file.parent), spec.input_files)
-            ),
-        )
+        try:
+            shards = _check_plan(
+                run_dir,
+                spec,
+                lambda: source.plan(
+                    source.prepare(str(run_dir.root), str(spec.config_file.parent), spec.input_files)
+                ),
+            )
+        except OSError as exc:  # an input gone or unreadable since validation (the error names it)
+            raise RunFailed(f"planning the input failed: {storage.redact(str(exc))}") from None
         phases = split_phases(spec.stages)
         ray_up: list[Callable[[], None]] = []
 

@@ -336,6 +336,19 @@ def test_check_access_names_missing_inputs_and_unwritable_outputs(s3, warcs, tmp
     assert not any(SECRET_KEY in p or ACCESS_KEY in p for p in problems)
 
 
+def test_failures_name_the_url_and_never_the_credentials(s3, warcs, tmp_path):
+    text = f"boom {SECRET_KEY} {ACCESS_KEY} https://u:pw@host/x?X-Amz-Signature=abc123&y=1"
+    redacted = storage.redact(text)
+    assert SECRET_KEY not in redacted and ACCESS_KEY not in redacted
+    assert "pw@" not in redacted and "abc123" not in redacted and "https://u:***@host/x" in redacted
+    url = _bucket(s3, "vanishing", {"a.warc.gz": warcs[0].read_bytes()})
+    spec = _spec(tmp_path, {"paths": [f"{url}/*.warc.gz"]}, tmp_path / "run")
+    s3.client().delete_object(Bucket="vanishing", Key="a.warc.gz")  # gone after validation
+    storage._SIZES.clear()
+    with pytest.raises(RunFailed, match=r"planning the input failed: .*s3://vanishing/a\.warc\.gz"):
+        run_pipeline(spec, in_process=True)
+
+
 def test_lock_on_s3_is_a_conditional_write(s3, warcs, tmp_path):
     out = _bucket(s3, "locked") + "/run"
     assert storage.put_if_absent(f"{out}/_work/lock.json", b'{"host": "elsewhere", "pid": 1}')
