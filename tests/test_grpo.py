@@ -252,6 +252,11 @@ def test_resume_is_bit_identical(policy, items, tmp_path):
     assert full == part
     a, b = weights(tmp_path / "full"), weights(tmp_path / "part")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the final policy's greedy completions with their rewards (winnow report), the same after a resume
+    samples = (tmp_path / "full" / "samples.jsonl").read_text()
+    assert samples == (tmp_path / "part" / "samples.jsonl").read_text()
+    rows = [json.loads(line) for line in samples.splitlines()]
+    assert rows and all(r["step"] == 4 and isinstance(r["reward"], float) for r in rows)
 
 
 def test_dotted_module_verifier_and_generate_accepts_the_checkpoint(

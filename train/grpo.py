@@ -324,6 +324,32 @@ def make_evaluate(tokenizer, items: list[Item], prompt_ids: list[list[int]], ver
     return evaluate
 
 
+SAMPLES = 4  # greedy completions of the final policy logged to samples.jsonl
+
+
+def make_samples(tokenizer, items: list[Item], prompt_ids: list[list[int]], verifier: Verifier, *,
+                 run: dict, autocast=None):  # fmt: skip
+    """The final policy's greedy completions of the first held-back items, with the verifier's
+    reward (``samples.jsonl``, shown by ``winnow report``)."""
+
+    @torch.no_grad()
+    def samples(model) -> list[dict]:
+        index = list(range(min(SAMPLES, len(items))))
+        if not index:
+            return []
+        with autocast if autocast is not None else contextlib.nullcontext():
+            r = sample(model, tokenizer, [prompt_ids[i] for i in index],
+                       max_new_tokens=run["max_new_tokens"], temperature=0.0)  # fmt: skip
+        texts = completion_texts(tokenizer, r)
+        return [
+            {"prompt": items[i].prompt, "completion": t, "reward": verifier(items[i], t),
+             "finish_reason": reason}
+            for i, t, reason in zip(index, texts, r.finish_reasons, strict=True)
+        ]  # fmt: skip
+
+    return samples
+
+
 # --------------------------------------------------------------------------------------------------
 # The run
 
@@ -464,8 +490,10 @@ def grpo(args: argparse.Namespace, info: DistInfo, log: Callable[..., None]) -> 
     batches = GroupBatches(model, tokenizer, train_items, train_ids, spec.verifier, run=run, accum=accum,
                            stats=stats, info=info, autocast=autocast)  # fmt: skip
     evaluate = None
+    val_verifier = Verifier(spec.verifier.fn, takes_item=spec.verifier.takes_item, log=log)
+    shown, shown_ids = (val_items, val_ids) if val_items else (train_items, train_ids)
+    samples = make_samples(tokenizer, shown, shown_ids, val_verifier, run=run, autocast=autocast)
     if run["eval_every"] and val_items:
-        val_verifier = Verifier(spec.verifier.fn, takes_item=spec.verifier.takes_item, log=log)
         evaluate = make_evaluate(
             tokenizer, val_items, val_ids, val_verifier, run=run, info=info, autocast=autocast
         )
@@ -498,6 +526,7 @@ def grpo(args: argparse.Namespace, info: DistInfo, log: Callable[..., None]) -> 
         evaluate=evaluate,
         label="grpo",
         train_metrics=make_train_metrics(stats, batches, info, run["beta"]),
+        samples=samples,
     )
     settings = LoopSettings.from_run(run, args, max_steps=run["max_steps"], accum=accum, lr=peak,
                                      warmup=run["warmup"], eval_every=run["eval_every"])  # fmt: skip
