@@ -152,6 +152,13 @@ def filesystem(url: str) -> tuple[Any, str]:
     if protocol in ("s3", "s3a"):
         protocol = "s3"
         options = s3_options()
+    elif protocol in ("http", "https"):
+        import aiohttp
+
+        # aiohttp's default is one 5-minute total: a stalled server would hold a task that long
+        # before the retry loop sees a timeout
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+        options = {"client_kwargs": {"timeout": timeout}}
     key = (protocol, repr(sorted(options.items())), os.getpid())
     with _FS_LOCK:
         fs = _FS.get(key)
