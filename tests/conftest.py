@@ -7,6 +7,17 @@ import pytest
 BIG_PAGE_BYTES = 50 * 1024 * 1024
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (training tests: ``pytestmark = usefixtures(...)``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def big_page() -> bytes:
     """A 50 MiB HTML page (built once per session)."""

@@ -24,12 +24,8 @@ from train.preference import PairBatches, collate_pairs, read_pairs, render_pair
 FLAGS = ["--micro-batch", 2, "--dtype", "fp32", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread: bit-identical sums across runs, and no oversubscription beside Ray workers
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def dpo(*argv) -> int:

@@ -391,3 +391,22 @@ def test_end_ids_are_the_chat_stop_ids(speller):
 
     _, tok = speller
     assert end_ids(tok) == stop_ids(tok) == [tok.eot_id, tok.special_tokens["<|end|>"]]
+
+
+def test_embedding_rows_without_a_token_are_never_generated(tmp_path):
+    """A model with more embedding rows than its tokenizer has tokens (an HF import padded to a
+    multiple of 64, add_chat_tokens' spare rows): even where a spare row has the highest logit,
+    generate (and so the playground and reply samples) picks a real token, and the text decodes."""
+    from tokenizer import Tokenizer
+    from train.generate import GenerationConfig, generate, spare_ids
+
+    tok = Tokenizer.from_dir(byte_tokenizer_dir(tmp_path / "tok"))
+    n = tok.vocab_size + 8
+    spare = tok.vocab_size + 3
+    table = chain_table(n, [ord("a"), spare])  # after "a" a spare row is the best next token...
+    table[ord("a"), ord("b")] = 9.0  # ...and "b" the best real one
+    model = bigram_gpt(table)
+    assert spare_ids(model, tok) == tuple(range(tok.vocab_size, n))
+    for cfg in (GenerationConfig(max_new_tokens=1), GenerationConfig(strategy="beam", max_new_tokens=1)):
+        (done,) = generate(model, tok, ["a"], cfg)
+        assert done.token_ids == [ord("b")] and done.text == "b"

@@ -17,12 +17,8 @@ from train.parallel import DistInfo
 INFO = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread: bit-identical sums across runs, and no oversubscription beside Ray workers
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _examples(n: int = 8, T: int = 16, vocab: int = 40) -> tuple[torch.Tensor, torch.Tensor]:

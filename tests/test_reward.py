@@ -27,12 +27,8 @@ PREFERENCE_DEV = Path("/work/shared/data/preference_dev.jsonl.gz")
 FLAGS = ["--micro-batch", 2, "--dtype", "fp32", "--no-progress", "--lr", 3e-3]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread: bit-identical sums across runs, and no oversubscription beside Ray workers
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def bright_pairs(n: int, seed: int = 0) -> list[dict]:

@@ -19,12 +19,8 @@ from train.rollout import Rollout, read_prompt_rows, read_prompts, sample, token
 PAD, STOP = 0, 7
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread: bit-identical sums across runs, and no oversubscription beside Ray workers
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_pack_right_pads_and_marks_the_positions_that_predict_completion_tokens():

@@ -13,11 +13,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from train_fixtures import WORDS, tokenized_run
+from train_fixtures import WORDS, tokenized_run, without_timing
 
 from pipeline.cli import main as winnow
 from tokenizer import Tokenizer
-from train.loop import TIMING_KEYS, UsageError
+from train.loop import UsageError
 from train.losses import IGNORE, token_cross_entropy
 from train.model import GPT, GPTConfig
 from train.sft import (
@@ -33,12 +33,8 @@ from train.sft import (
 FLAGS = ["--micro-batch", 2, "--dtype", "fp32", "--no-progress", "--lr", 3e-3]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread: bit-identical sums across runs, and no oversubscription beside Ray workers
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def reverse_rows(n: int, seed: int = 0) -> list[dict]:
@@ -77,9 +73,10 @@ def sft(*argv) -> int:
     return winnow(["train", "sft", *map(str, argv)])
 
 
-def metrics(out: Path) -> list[dict]:
+def metrics(out: Path, timing: bool = False) -> list[dict]:
+    """metrics.jsonl's rows, without the measured times and speeds unless ``timing``."""
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in lines]
+    return lines if timing else without_timing(lines)
 
 
 def tokenizer_of(ckpt: Path) -> Tokenizer:

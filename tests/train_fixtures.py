@@ -213,3 +213,10 @@ def tokenized_run(
         tokenizer_dir=tok_dir,
     )
     return run, texts[:n_train]
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    """Metrics rows without their measured times and speeds (``train.loop.is_timing``)."""
+    from train.loop import is_timing
+
+    return [{k: v for k, v in r.items() if not is_timing(k)} for r in rows]

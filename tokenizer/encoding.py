@@ -110,6 +110,7 @@ class Tokenizer:
         prepended, e.g. Qwen-style tokenizers).
         """
         ids = list(ranks.values()) + list(self.special_tokens.values())
+        self._imported_ids = frozenset(ids)
         if len(set(ids)) != len(ids):
             raise ValueError(f"{path}: an id is used twice by the ranks and the special tokens")
         self.vocab_size = int(meta["vocab_size"])
@@ -129,6 +130,15 @@ class Tokenizer:
         pad = role("pad", False)
         self.pad_id = self.eot_id if pad is None else pad
         self.bos_id = role("bos", False)
+
+    def unused_ids(self, n: int) -> list[int]:
+        """Ids below ``n`` (a model's embedding rows) that no token has: the rows past the
+        tokenizer's vocabulary (an HF model padded to a multiple of 64, ``add_chat_tokens``'
+        spare rows) and the holes of an imported layout.  Generation never picks them: they
+        have no text to decode."""
+        if self.imported:
+            return [i for i in range(n) if i not in self._imported_ids]
+        return list(range(self.vocab_size, n))
 
     @classmethod
     def from_dir(cls, path: str | Path, *, verify: bool = True) -> Tokenizer:

@@ -32,7 +32,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -59,6 +59,9 @@ class GenerationConfig:
     repetition_penalty: float = 1.0
     stop: Sequence[str] = field(default_factory=tuple)
     seed: int | None = None
+    # ids never generated: embedding rows without a token (``spare_ids``), set by the text-level
+    # entry points that know the tokenizer
+    banned_ids: tuple[int, ...] = ()
 
     def resolved(self) -> GenerationConfig:
         """A copy with defaults filled in; ``ValueError`` naming every bad setting at once."""
@@ -137,8 +140,11 @@ def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def process_logits(logits: torch.Tensor, cfg: GenerationConfig, seen: torch.Tensor | None) -> torch.Tensor:
-    """Repetition penalty, temperature, top-k, top-p (transformers' order), in fp32."""
+    """Banned ids, repetition penalty, temperature, top-k, top-p (transformers' order), in fp32."""
     logits = logits.float()
+    if cfg.banned_ids:
+        banned = torch.tensor(cfg.banned_ids, device=logits.device)
+        logits = logits.index_fill(-1, banned, float("-inf"))
     if seen is not None:
         logits = apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
     if cfg.strategy in SAMPLING:
@@ -196,6 +202,11 @@ def _id_set(ids: int | Collection[int] | None) -> frozenset[int]:
     if ids is None:
         return frozenset()
     return frozenset([ids]) if isinstance(ids, int) else frozenset(ids)
+
+
+def spare_ids(model: GPT, tokenizer) -> tuple[int, ...]:
+    """The model's embedding rows that no token of ``tokenizer`` has (``GenerationConfig.banned_ids``)."""
+    return tuple(tokenizer.unused_ids(model.config.vocab_size))
 
 
 def end_ids(tokenizer) -> list[int]:
@@ -478,7 +489,7 @@ def _events(
     model, tokenizer, prompts, cfg, add_bos, prompt_ids=None
 ) -> Iterator[tuple[int, str] | list[Completion]]:
     """Yield (row, text delta) as text becomes safe to show, then the list of Completions."""
-    cfg = cfg.resolved()
+    cfg = replace(cfg.resolved(), banned_ids=spare_ids(model, tokenizer))
     if prompt_ids is None:
         ids = encode_prompts(tokenizer, prompts, add_bos)
     else:

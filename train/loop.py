@@ -77,7 +77,14 @@ from train.parallel import (
     shutdown_distributed,
 )
 
-TIMING_KEYS = ("tokens_per_s", "mfu", "elapsed_s")  # the only metrics that differ between equal runs
+# with timing/*: the only metrics that differ between equal runs (is_timing)
+TIMING_KEYS = ("tokens_per_s", "mfu", "elapsed_s")
+
+
+def is_timing(key: str) -> bool:
+    """Whether a metrics key is a measured time or speed (``TIMING_KEYS``, the RL trainers'
+    ``timing/*``): the keys two runs that are otherwise bit-identical may differ in."""
+    return key in TIMING_KEYS or key.startswith("timing/")
 
 # Dense bf16 peak FLOP/s for MFU (vendor datasheets, no sparsity); unknown devices report no mfu.
 PEAK_BF16_FLOPS = {

@@ -434,9 +434,13 @@ def run_generation(
     """Generate for one prompt, calling ``emit`` with each token event; returns the done event.
     The ids and text are those of ``train.generate.generate`` for the same ``cfg`` (see the module
     docstring)."""
+    import dataclasses
+
     import torch
 
-    from train.generate import _TextState, beam_search, end_ids, make_generator, sample_steps
+    from train.generate import _TextState, beam_search, end_ids, make_generator, sample_steps, spare_ids
+
+    cfg = dataclasses.replace(cfg, banned_ids=spare_ids(model, tokenizer))  # as winnow generate
 
     start = time.perf_counter()
     rec = _Recorder(model, cancel)
@@ -515,10 +519,13 @@ def next_token_distribution(model, tokenizer, ids: list[int], generated: list[in
     probabilities (``p_model``), after temperature (``p_temperature``; sampling strategies) and what
     the sampler finally draws from after top-k / top-p (``p_final``, 0 = cut away), for the ``k`` most
     likely tokens (``train.generate.process_logits``: the same steps in the same order)."""
+    import dataclasses
+
     import torch
 
-    from train.generate import SAMPLING, process_logits
+    from train.generate import SAMPLING, process_logits, spare_ids
 
+    cfg = dataclasses.replace(cfg, banned_ids=spare_ids(model, tokenizer))  # what the sampler draws from
     seq = ids + generated
     with torch.no_grad():
         logits = model(torch.tensor([seq], device=model.rope_cos.device), last_only=True)[0, -1].float()
