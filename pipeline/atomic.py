@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -49,6 +49,15 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_open(f: IO) -> None:
+    """Flush and fsync a file open for appending.  Append-only logs (training's metrics.jsonl, the
+    crawl's journal and WARC files) are not replaced but extended; their readers drop a torn last
+    line or record, and they are made durable here, so every fsync of the code base is in this
+    module."""
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def fsync_tree(root: Path) -> None:

@@ -24,13 +24,14 @@ that makes a crawl resumable.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from w3lib.url import canonicalize_url, safe_url_string
+
+from pipeline.atomic import fsync_open
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -204,7 +205,7 @@ class Journal:
 
     def sync(self) -> None:
         if self._f is not None:
-            os.fsync(self._f.fileno())
+            fsync_open(self._f)
 
     def close(self) -> None:
         if self._f is not None:

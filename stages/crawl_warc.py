@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from datetime import UTC
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.timeutils import datetime_to_iso_date
 from warcio.warcwriter import WARCWriter
 
-from pipeline.atomic import fsync_path
+from pipeline.atomic import fsync_open, fsync_path
 
 
 def _iso(ts: float) -> str:
@@ -162,7 +161,7 @@ class WarcOut:
     def sync(self) -> None:
         """fsync the current file (and the folder after a new file): before the journal's fsync."""
         if self._f is not None:
-            os.fsync(self._f.fileno())
+            fsync_open(self._f)
         if self._new_entry:
             fsync_path(self.folder)
             self._new_entry = False

@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import signal
 import sys
@@ -66,7 +65,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from pipeline.atomic import atomic_write_text
+from pipeline.atomic import atomic_write_text, fsync_open
 from train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from train.parallel import (
     DistInfo,
@@ -290,7 +289,7 @@ class Metrics:
 
     def sync(self) -> None:
         if self.f is not None:
-            os.fsync(self.f.fileno())
+            fsync_open(self.f)
 
     def close(self) -> None:
         if self.f is not None:
