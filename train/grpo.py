@@ -70,6 +70,7 @@ from tokenizer.chat import ChatFormatError, require_chat_tokens
 from train.checkpoint import load_checkpoint, resolve_checkpoint
 from train.data import DataError, load_tokenizer
 from train.loop import (
+    FINETUNE_OPTIM_DEFAULTS,
     LoopSettings,
     Task,
     UsageError,
@@ -90,6 +91,7 @@ from train.sft import copy_base_tokenizer, parent_lineage
 from train.tasks import Item, TaskSpec, Verifier, parse_digits, resolve_task
 
 DEFAULTS = {
+    **FINETUNE_OPTIM_DEFAULTS,
     "micro_batch": 4,
     "num_generations": 8,
     "max_new_tokens": 64,
@@ -101,13 +103,6 @@ DEFAULTS = {
     "val_size": 200,
     "max_steps": 200,
     "warmup": 0,
-    "schedule": "cosine",
-    "cooldown": 0.2,
-    "min_lr_ratio": 0.0,
-    "weight_decay": 0.0,
-    "beta1": 0.9,
-    "beta2": 0.95,
-    "grad_clip": 1.0,
     "seed": 0,
     "eval_every": 25,
     "save_every": 100,

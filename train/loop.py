@@ -80,10 +80,25 @@ from train.parallel import (
 TIMING_KEYS = ("tokens_per_s", "mfu", "elapsed_s")
 
 
+# The optimizer defaults of the trainers that start from a trained checkpoint (sft, reward, dpo,
+# ppo, grpo): cosine decay to 0 (cooldown only matters for wsd), no weight decay (a fine-tune should
+# not pull the base's weights towards 0), AdamW's betas as pretraining, gradients clipped at 1.
+FINETUNE_OPTIM_DEFAULTS = {
+    "schedule": "cosine",
+    "cooldown": 0.2,
+    "min_lr_ratio": 0.0,
+    "weight_decay": 0.0,
+    "beta1": 0.9,
+    "beta2": 0.95,
+    "grad_clip": 1.0,
+}
+
+
 def is_timing(key: str) -> bool:
     """Whether a metrics key is a measured time or speed (``TIMING_KEYS``, the RL trainers'
     ``timing/*``): the keys two runs that are otherwise bit-identical may differ in."""
     return key in TIMING_KEYS or key.startswith("timing/")
+
 
 # Dense bf16 peak FLOP/s for MFU (vendor datasheets, no sparsity); unknown devices report no mfu.
 PEAK_BF16_FLOPS = {

@@ -88,6 +88,7 @@ from train.checkpoint import load_checkpoint, resolve_checkpoint
 from train.data import DataError, load_tokenizer
 from train.generate import reply_samples
 from train.loop import (
+    FINETUNE_OPTIM_DEFAULTS,
     LoopSettings,
     Task,
     UsageError,
@@ -108,14 +109,8 @@ from train.rollout import RolloutBatch, read_prompts, render_prompt, sample, tok
 from train.sft import copy_base_tokenizer, parent_lineage, read_train_and_val
 
 DEFAULTS = {
+    **FINETUNE_OPTIM_DEFAULTS,
     "micro_batch": 4,
-    "schedule": "cosine",
-    "cooldown": 0.2,
-    "min_lr_ratio": 0.0,
-    "weight_decay": 0.0,
-    "beta1": 0.9,
-    "beta2": 0.95,
-    "grad_clip": 1.0,
     "warmup": 0,
     "seed": 0,
     "eval_every": 20,

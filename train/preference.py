@@ -42,7 +42,7 @@ import torch
 from tokenizer.chat import ChatFormatError, render_conversation, require_chat_tokens, validate_messages
 from train.checkpoint import load_checkpoint, resolve_checkpoint
 from train.data import DataError, load_tokenizer
-from train.loop import UsageError, open_output
+from train.loop import FINETUNE_OPTIM_DEFAULTS, UsageError, open_output
 from train.model import GPTConfig
 from train.parallel import DistInfo
 
@@ -281,14 +281,8 @@ def eval_batches(ex: PairExamples, micro_batch: int, pad_id: int, info: DistInfo
 
 
 SHARED_DEFAULTS = {
+    **FINETUNE_OPTIM_DEFAULTS,
     "micro_batch": 4,
-    "schedule": "cosine",
-    "cooldown": 0.2,
-    "min_lr_ratio": 0.0,
-    "weight_decay": 0.0,
-    "beta1": 0.9,
-    "beta2": 0.95,
-    "grad_clip": 1.0,
     "seed": 0,
     "eval_every": 50,
     "save_every": 500,

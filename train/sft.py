@@ -66,6 +66,7 @@ from train.checkpoint import load_checkpoint, resolve_checkpoint
 from train.data import DataError, load_tokenizer
 from train.generate import reply_samples
 from train.loop import (
+    FINETUNE_OPTIM_DEFAULTS,
     LoopSettings,
     Task,
     UsageError,
@@ -84,14 +85,8 @@ from train.model import GPT
 from train.parallel import DistInfo, all_reduce_sum
 
 DEFAULTS = {
+    **FINETUNE_OPTIM_DEFAULTS,
     "micro_batch": 8,
-    "schedule": "cosine",
-    "cooldown": 0.2,
-    "min_lr_ratio": 0.0,
-    "weight_decay": 0.0,
-    "beta1": 0.9,
-    "beta2": 0.95,
-    "grad_clip": 1.0,
     "seed": 0,
     "eval_every": 100,
     "save_every": 500,
