@@ -1,7 +1,7 @@
 """Preference tuning, measured: reward-model accuracy with a confidence interval, DPO's implicit
 rewards on training and held-back pairs over steps, and the KL to the reference for two β values.
 
-    .venv/bin/python bench/preference_eval.py --base runs/speedrun/sft     # ~15 min on 2 cores
+    .venv/bin/python bench/preference_eval.py --base runs/speedrun/sft   # ~16 CPU-min (1 thread)
 
 What it does (every training run is the real ``winnow train`` command, as a child process):
 
