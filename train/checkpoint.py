@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from pipeline.atomic import atomic_dir, atomic_write_text, remove_stale_temps
+from train import remote
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -124,8 +125,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """The checkpoint folder meant by ``path``: a step folder, ``OUT/checkpoints`` or ``OUT``.
 
     For the latter two, ``latest`` names the checkpoint; when it is missing or names a folder that
-    is gone (pruned, or deleted by hand) the newest complete ``step-*`` folder is used.
+    is gone (pruned, or deleted by hand) the newest complete ``step-*`` folder is used.  A URL
+    (``s3://...``) is read from this node's copy (``train.remote.mirror_checkpoint``).
     """
+    if remote.is_remote(path):
+        path = remote.mirror_checkpoint(str(path))
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"checkpoint path {p} does not exist")

@@ -75,6 +75,7 @@ from train.parallel import (
     parallelize,
     shutdown_distributed,
 )
+from train.remote import output_dir, publish_output
 
 # with timing/*: the only metrics that differ between equal runs (is_timing)
 TIMING_KEYS = ("tokens_per_s", "mfu", "elapsed_s")
@@ -605,6 +606,7 @@ def run_loop(
             trainer_state=state,
             keep_last=s.keep_checkpoints,
         )
+        publish_output(out)  # --out on object storage: upload the new step, then its pointer
 
     out.mkdir(parents=True, exist_ok=True)
     resumed = trainer_state is not None
@@ -698,6 +700,8 @@ def run_cli(
     are one line and exit 2 (no traceback), a second Ctrl-C exits 130 (the first one saves a
     checkpoint and stops cleanly)."""
     try:
+        if getattr(args, "out", None) is not None:
+            args.out = output_dir(str(args.out))  # a URL: this rank's mirror (train.remote)
         info = init_distributed(args.device)
         try:
             log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if info.is_main else (lambda *a: None)
