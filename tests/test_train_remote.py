@@ -11,11 +11,11 @@ torch = pytest.importorskip("torch")
 
 from test_sft import FLAGS, base, metrics, sft  # noqa: E402, F401 (base is a fixture)
 from test_storage import _bucket, s3  # noqa: E402, F401 (s3 is a fixture)
+from train_fixtures import without_timing  # noqa: E402
 
 from pipeline import storage  # noqa: E402
 from pipeline.cli import main as winnow  # noqa: E402
 from train.checkpoint import load_checkpoint  # noqa: E402
-from train_fixtures import without_timing  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
