@@ -337,8 +337,8 @@ def table(out: Path, scale: str, depth: int, total_wall: float) -> str:
     lines.append(f"| **all** | **{steps_wall:,.0f}** | **{tot_cpu:,.0f}** | {tot_other:,.0f} | |")
     lines += [
         "",
-        f"Machine: {os.cpu_count()} CPUs; this invocation {total_wall:,.0f} s wall "
-        "(steps finished earlier are not re-timed).",
+        f"Machine: {os.cpu_count()} CPUs. Each step keeps the timing of the run that did it"
+        f" ({shown}/steps/*.json); this invocation took {total_wall:,.0f} s.",
     ]
     return "\n".join(lines) + "\n"
 
