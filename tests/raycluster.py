@@ -76,20 +76,34 @@ class TwoNodeCluster:
             raise
         return self
 
+    def _launch(self, head: bool) -> subprocess.Popen:
+        with open(Path(self.tmp) / f"start-{head}.log", "wb") as log:  # the child keeps its own fd
+            proc = subprocess.Popen(
+                self._node_args(head),
+                env=self.env,
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        self.procs.append(proc)
+        return proc
+
     def _start(self) -> None:
-        for head in (True, False):
-            with open(Path(self.tmp) / f"start-{head}.log", "wb") as log:  # the child keeps its own fd
-                proc = subprocess.Popen(
-                    self._node_args(head),
-                    env=self.env,
-                    start_new_session=True,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                )
-            self.procs.append(proc)
-            if head:
-                self._wait_for_nodes(1)
-        self._wait_for_nodes(2)
+        self._launch(head=True)
+        self._wait_for_nodes(1)
+        for attempt in range(3):
+            worker = self._launch(head=False)
+            try:
+                self._wait_for_nodes(2)
+                return
+            except RuntimeError as exc:
+                # `ray start` gives a raylet a fixed 30 s to register (ray/_private/node.py), which a
+                # 2-core machine busy with other work can exceed: start that node again (twice)
+                if "timed out during startup" not in str(exc) or attempt == 2:
+                    raise
+                self.procs.remove(worker)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(worker.pid, signal.SIGKILL)  # what its session left behind
 
     def _wait_for_nodes(self, n: int, timeout: float = 120) -> None:
         code = (
