@@ -71,6 +71,7 @@ from train.checkpoint import load_checkpoint, resolve_checkpoint
 from train.data import DataError, load_tokenizer
 from train.loop import (
     FINETUNE_OPTIM_DEFAULTS,
+    EpochOrder,
     LoopSettings,
     Task,
     UsageError,
@@ -161,21 +162,10 @@ class GroupBatches:
         self.G = run["num_generations"]
         seed = int(np.random.SeedSequence([run["seed"], info.rank]).generate_state(1)[0])
         self.generator = torch.Generator(device=info.device).manual_seed(seed)
-        self.epoch, self.position = 0, 0
-        self._order = self._epoch_order(0)
+        self.order = EpochOrder(len(items), run["seed"])
         self.micro = 0
         self.step_start = time.perf_counter()
         self.generation_s = 0.0
-
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.run["seed"], epoch]).permutation(len(self.items))
-
-    def _next(self) -> int:
-        if self.position == len(self._order):
-            self.epoch, self.position = self.epoch + 1, 0
-            self._order = self._epoch_order(self.epoch)
-        self.position += 1
-        return int(self._order[self.position - 1])
 
     def next_batch(self) -> GroupBatch:
         t0 = time.perf_counter()
@@ -183,7 +173,7 @@ class GroupBatches:
             self.step_start, self.generation_s = t0, 0.0
         self.micro += 1
         W, run = self.info.world_size, self.run
-        index = [self._next() for _ in range(run["micro_batch"] * W)][self.info.rank :: W]
+        index = [self.order.next() for _ in range(run["micro_batch"] * W)][self.info.rank :: W]
         prompts = [self.prompt_ids[i] for i in index for _ in range(self.G)]
         with self.autocast:
             rollout = sample(self.model, self.tokenizer, prompts, max_new_tokens=run["max_new_tokens"],
@@ -210,8 +200,8 @@ class GroupBatches:
     def state_dict(self) -> dict:
         return {
             "format": self.FORMAT,
-            "epoch": self.epoch,
-            "position": self.position,
+            "epoch": self.order.epoch,
+            "position": self.order.position,
             "items": len(self.items),
             "generator": self.generator.get_state(),
         }
@@ -222,8 +212,7 @@ class GroupBatches:
                 f"the checkpoint's data state ({state.get('format')}, {state.get('items')} items) does not "
                 f"match this run's {len(self.items)} items"
             )
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._epoch_order(self.epoch)
+        self.order.seek(state["epoch"], state["position"])
         self.generator.set_state(state["generator"])
 
 

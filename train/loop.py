@@ -394,6 +394,32 @@ class Batches(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+class EpochOrder:
+    """Indices ``0..n-1`` in a new seeded permutation every epoch, endlessly: the data order of the
+    post-training batch iterators.  The permutation of epoch ``e`` is
+    ``np.random.default_rng([*key, e])``'s, a pure function of the key and the epoch, so the state a
+    checkpoint needs is two integers (``epoch``, ``position``; ``seek`` restores them)."""
+
+    def __init__(self, n: int, *key: int) -> None:
+        self.n, self.key = n, key
+        self.epoch, self.position = 0, 0
+        self._order = self._permutation()
+
+    def _permutation(self) -> np.ndarray:
+        return np.random.default_rng([*self.key, self.epoch]).permutation(self.n)
+
+    def next(self) -> int:
+        if self.position == self.n:
+            self.epoch, self.position = self.epoch + 1, 0
+            self._order = self._permutation()
+        self.position += 1
+        return int(self._order[self.position - 1])
+
+    def seek(self, epoch: int, position: int) -> None:
+        self.epoch, self.position = int(epoch), int(position)
+        self._order = self._permutation()
+
+
 @dataclass
 class Task:
     """What a trainer supplies.

@@ -89,6 +89,7 @@ from train.data import DataError, load_tokenizer
 from train.generate import reply_samples
 from train.loop import (
     FINETUNE_OPTIM_DEFAULTS,
+    EpochOrder,
     LoopSettings,
     Task,
     UsageError,
@@ -242,33 +243,22 @@ class PPORollouts:
         self.run, self.kl, self.autocast, self.device = run, kl, autocast, device
         self.n, self.micro = run["rollout_prompts"], run["micro_batch"]
         self.per_epoch = self.n // self.micro
-        self.prompt_epoch, self.prompt_position = 0, 0
-        self._prompt_order = self._order_of_prompts(0)
+        self.prompt_order = EpochOrder(len(prompts), run["seed"], 0)
         self.rollouts, self.position = 0, 0
         self.buffer: dict[str, torch.Tensor] | None = None
         self.stats: dict[str, float] = {}
         self.timing = {"generation": 0.0, "scoring": 0.0}
 
     # orders: every random draw is a pure function of (seed, what it is for, its number)
-    def _order_of_prompts(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.run["seed"], 0, epoch]).permutation(len(self.prompts))
-
     def _minibatch_order(self, rollout: int, epoch: int) -> torch.Tensor:
         return torch.from_numpy(
             np.random.default_rng([self.run["seed"], 1, rollout, epoch]).permutation(self.n)
         )
 
-    def _next_prompt(self) -> int:
-        if self.prompt_position == len(self._prompt_order):
-            self.prompt_epoch, self.prompt_position = self.prompt_epoch + 1, 0
-            self._prompt_order = self._order_of_prompts(self.prompt_epoch)
-        self.prompt_position += 1
-        return int(self._prompt_order[self.prompt_position - 1])
-
     @torch.no_grad()
     def _rollout(self) -> None:
         r = self.run
-        prompts = [self.prompts[self._next_prompt()] for _ in range(self.n)]
+        prompts = [self.prompts[self.prompt_order.next()] for _ in range(self.n)]
         policy = self.model.policy
         generator = torch.Generator(device=self.device).manual_seed(_seed(r["seed"], 2, self.rollouts))
         t0 = time.perf_counter()
@@ -345,8 +335,8 @@ class PPORollouts:
         return {
             "format": self.FORMAT,
             "prompts": len(self.prompts),
-            "prompt_epoch": self.prompt_epoch,
-            "prompt_position": self.prompt_position,
+            "prompt_epoch": self.prompt_order.epoch,
+            "prompt_position": self.prompt_order.position,
             "rollouts": self.rollouts,
             "position": self.position,
             "kl_coef": self.kl.value,
@@ -364,8 +354,7 @@ class PPORollouts:
                 f"the checkpoint's data state ({state.get('format')}, {state.get('prompts')} prompts) does "
                 f"not match this run's {len(self.prompts)} prompts"
             )
-        self.prompt_epoch, self.prompt_position = int(state["prompt_epoch"]), int(state["prompt_position"])
-        self._prompt_order = self._order_of_prompts(self.prompt_epoch)
+        self.prompt_order.seek(state["prompt_epoch"], state["prompt_position"])
         self.rollouts, self.position = int(state["rollouts"]), int(state["position"])
         self.kl.value = float(state["kl_coef"])
         self.stats = dict(state["stats"])

@@ -42,7 +42,7 @@ import torch
 from tokenizer.chat import ChatFormatError, render_conversation, require_chat_tokens, validate_messages
 from train.checkpoint import load_checkpoint, resolve_checkpoint
 from train.data import DataError, load_tokenizer
-from train.loop import FINETUNE_OPTIM_DEFAULTS, UsageError, open_output
+from train.loop import FINETUNE_OPTIM_DEFAULTS, EpochOrder, UsageError, open_output
 from train.model import GPTConfig
 from train.parallel import DistInfo
 
@@ -239,25 +239,15 @@ class PairBatches:
     ):
         self.ex, self.micro_batch, self.pad_id, self.seed = ex, micro_batch, pad_id, seed
         self.rank, self.world_size = rank, world_size
-        self.epoch, self.position = 0, 0
-        self._order = self._epoch_order(0)
-
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.ex))
-
-    def _next(self) -> int:
-        if self.position == len(self._order):
-            self.epoch, self.position = self.epoch + 1, 0
-            self._order = self._epoch_order(self.epoch)
-        self.position += 1
-        return int(self._order[self.position - 1])
+        self.order = EpochOrder(len(ex), seed)
 
     def next_batch(self) -> PairBatch:
-        index = [self._next() for _ in range(self.micro_batch * self.world_size)]
+        index = [self.order.next() for _ in range(self.micro_batch * self.world_size)]
         return collate_pairs(self.ex, index[self.rank :: self.world_size], self.pad_id)
 
     def state_dict(self) -> dict:
-        return {"format": self.FORMAT, "epoch": self.epoch, "position": self.position, "pairs": len(self.ex)}
+        o = self.order
+        return {"format": self.FORMAT, "epoch": o.epoch, "position": o.position, "pairs": len(self.ex)}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("format") != self.FORMAT or state.get("pairs") != len(self.ex):
@@ -265,8 +255,7 @@ class PairBatches:
                 f"the checkpoint's data state ({state.get('format')}, {state.get('pairs')} pairs) does not "
                 f"match this run's {len(self.ex)} pairs"
             )
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._epoch_order(self.epoch)
+        self.order.seek(state["epoch"], state["position"])
 
 
 def eval_batches(ex: PairExamples, micro_batch: int, pad_id: int, info: DistInfo):

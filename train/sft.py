@@ -67,6 +67,7 @@ from train.data import DataError, load_tokenizer
 from train.generate import reply_samples
 from train.loop import (
     FINETUNE_OPTIM_DEFAULTS,
+    EpochOrder,
     LoopSettings,
     Task,
     UsageError,
@@ -312,19 +313,10 @@ class SFTBatches:
         self.packing, self.seed, self.rank, self.world_size = packing, seed, rank, world_size
         lengths = examples.lengths()
         self.rows = pack(lengths, block_size) if packing else [[i] for i in range(len(lengths))]
-        self.epoch, self.position = 0, 0
-        self._order = self._epoch_order(0)
-
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))
+        self.order = EpochOrder(len(self.rows), seed)
 
     def _next_row(self) -> list[int]:
-        if self.position == len(self._order):
-            self.epoch, self.position = self.epoch + 1, 0
-            self._order = self._epoch_order(self.epoch)
-        row = self.rows[self._order[self.position]]
-        self.position += 1
-        return row
+        return self.rows[self.order.next()]
 
     def next_batch(self):
         rows = [self._next_row() for _ in range(self.micro_batch * self.world_size)]
@@ -333,8 +325,8 @@ class SFTBatches:
     def state_dict(self) -> dict:
         return {
             "format": "winnow.sft_batches/1",
-            "epoch": self.epoch,
-            "position": self.position,
+            "epoch": self.order.epoch,
+            "position": self.order.position,
             "rows": len(self.rows),
             "packing": self.packing,
             "seed": self.seed,
@@ -348,8 +340,7 @@ class SFTBatches:
                 f"SFT data state was saved for {state['rows']} rows (packing {state['packing']}, seed "
                 f"{state['seed']}); this run has {len(self.rows)} (packing {self.packing}, seed {self.seed})"
             )
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._epoch_order(self.epoch)
+        self.order.seek(state["epoch"], state["position"])
 
 
 def masked_loss(device: torch.device):
