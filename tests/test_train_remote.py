@@ -63,6 +63,21 @@ def test_sft_checkpoints_to_s3_and_resumes_on_another_machine(base, s3, tmp_path
     assert json.loads(capsys.readouterr().out)["token_ids"] == from_store["token_ids"]
 
 
+def test_a_checkpoint_url_as_base_is_recorded_as_the_url(base, s3, tmp_path, monkeypatch):  # noqa: F811
+    """--base s3://...: the run trains from this node's copy, and its lineage names the URL."""
+    ckpt, _, data = base
+    url = _bucket(s3, "bases") + "/sft-base"
+    for f in (ckpt.parent.parent).rglob("*"):  # the base's whole output folder
+        if f.is_file():
+            storage.put_file(str(f), f"{url}/{f.relative_to(ckpt.parent.parent).as_posix()}")
+    monkeypatch.setenv("WINNOW_SCRATCH", str(tmp_path / "scratch"))
+    out = tmp_path / "sft"
+    assert sft("--base", url, "--data", data, *FLAGS, "--max-steps", 1, "--out", out) == 0
+    meta = json.loads((out / "checkpoints/step-00000001/config.json").read_text())
+    assert meta["parent"]["path"] == f"{url}/checkpoints/{ckpt.name}"
+    assert meta["train"]["base"] == url
+
+
 def test_a_missing_checkpoint_url_is_a_clear_error(s3, tmp_path, monkeypatch, capsys):  # noqa: F811
     monkeypatch.setenv("WINNOW_SCRATCH", str(tmp_path / "scratch"))
     url = _bucket(s3, "empty") + "/nothing"

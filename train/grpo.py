@@ -67,6 +67,7 @@ import numpy as np
 import torch
 
 from tokenizer.chat import ChatFormatError, require_chat_tokens
+from train import remote
 from train.checkpoint import load_checkpoint, resolve_checkpoint
 from train.data import DataError, load_tokenizer
 from train.loop import (
@@ -344,7 +345,7 @@ def resolve_args(args: argparse.Namespace, saved: dict | None) -> dict:
     given = {name: getattr(args, name, None) for name in names}
     for name in ("policy", "prompts", "val"):
         if given[name] is not None:
-            given[name] = os.path.abspath(given[name])
+            given[name] = remote.absolute(given[name])  # a checkpoint URL stays a URL
     if given["digits"] is not None:  # one spelling per setting, so --resume compares like with like
         d1, d2 = parse_digits(given["digits"])
         given["digits"] = str(d1) if d1 == d2 else f"{d1},{d2}"

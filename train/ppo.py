@@ -73,7 +73,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -84,6 +83,7 @@ import torch
 from torch import nn
 
 from tokenizer.chat import ChatFormatError, require_chat_tokens
+from train import remote
 from train.checkpoint import load_checkpoint, resolve_checkpoint
 from train.data import DataError, load_tokenizer
 from train.generate import reply_samples
@@ -450,7 +450,7 @@ def resolve_run(args: argparse.Namespace, saved: dict | None) -> dict:
     given = {name: getattr(args, name, None) for name in names}
     for name in ("policy", "reward", "prompts", "val"):
         if given[name] is not None:
-            given[name] = os.path.abspath(given[name])
+            given[name] = remote.absolute(given[name])  # a checkpoint URL stays a URL
     run = merge_settings(given, saved, defaults=DEFAULTS, fixed=RUN_DEFINING)
     if args.max_steps is not None:
         run["max_steps"] = args.max_steps

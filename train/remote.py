@@ -38,10 +38,17 @@ CHECKPOINTS = "checkpoints"
 
 # this process's output mirrors: mirror root -> its RunDir (the URL)
 _OUTPUTS: dict[Path, RunDir] = {}
+# every mirror this process made (outputs and checkpoints read): mirror root -> URL
+_MIRRORS: dict[Path, str] = {}
 
 
 def is_remote(path: str | Path) -> bool:
     return storage.is_remote(str(path))
+
+
+def absolute(path: str) -> str:
+    """A path flag as the run records it: a URL as given, a local path made absolute."""
+    return path if is_remote(path) else os.path.abspath(path)
 
 
 def output_dir(out: str) -> str:
@@ -57,7 +64,19 @@ def output_dir(out: str) -> str:
     if storage.list_files(rd.url):
         rd.fetch(rd.root)
     _OUTPUTS[rd.root.resolve()] = rd
+    _MIRRORS[rd.root.resolve()] = rd.url
     return str(rd.root)
+
+
+def url_for(path: str | Path) -> str | None:
+    """The URL a local path inside one of this process's mirrors stands for, else None: lineage
+    records where a checkpoint lives, not the node-local copy it was read from."""
+    p = Path(path).resolve()
+    for root, url in _MIRRORS.items():
+        if p == root or p.is_relative_to(root):
+            rel = p.relative_to(root).as_posix()
+            return url if rel == "." else f"{url}/{rel}"
+    return None
 
 
 def output_url(out: str | Path) -> str | None:
@@ -92,6 +111,7 @@ def mirror_checkpoint(url: str) -> Path:
     ``checkpoints/``), of which ``latest`` and the step folder it names are fetched."""
     base = url.rstrip("/")
     rd = RunDir(base, scratch=scratch_dir(f"train-ckpt:{base}"))
+    _MIRRORS[rd.root.resolve()] = base
     files = storage.list_files(base)
     if not files:
         raise FileNotFoundError(f"checkpoint path {url} does not exist (nothing stored under it)")

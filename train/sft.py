@@ -62,6 +62,7 @@ import numpy as np
 import torch
 
 from tokenizer.chat import ChatFormatError, render_conversation, require_chat_tokens, validate_messages
+from train import remote
 from train.checkpoint import load_checkpoint, resolve_checkpoint
 from train.data import DataError, load_tokenizer
 from train.generate import reply_samples
@@ -405,7 +406,7 @@ def resolve_base_run(
     given = {name: getattr(args, name, None) for name in names}
     for name in ("base", "val"):
         if given[name] is not None:
-            given[name] = os.path.abspath(given[name])
+            given[name] = remote.absolute(given[name])  # a checkpoint URL stays a URL
     if given["data"] is not None:
         given["data"] = [os.path.abspath(p) for p in given["data"]]
     run = merge_settings(given, saved, defaults=defaults, fixed=run_defining)
@@ -436,7 +437,7 @@ def parent_lineage(base_dir: Path, base: dict) -> dict:
     """What a checkpoint records of the checkpoint it started from (and, through it, the pipeline
     run that made the pretraining data)."""
     return {
-        "path": str(base_dir),
+        "path": remote.url_for(base_dir) or str(base_dir),  # a checkpoint read from a URL: the URL
         "step": base["meta"].get("step"),
         "config_sha256": hashlib.sha256((base_dir / "config.json").read_bytes()).hexdigest(),
         "kind": base["meta"].get("kind", "pretrain"),
