@@ -195,11 +195,11 @@ def cmd_crawl(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from pipeline.report_data import load_run
+    from pipeline.report_data import load_run, local_copy
     from pipeline.stats import print_stats
 
     try:
-        run = load_run(args.run_dir)
+        run = load_run(local_copy(args.run_dir))
     except FileNotFoundError as exc:
         print(f"winnow: {exc}", file=sys.stderr)
         return 2
@@ -214,10 +214,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline import storage
     from pipeline.report import write_report
+    from pipeline.report_data import local_copy
 
     try:
-        out = write_report(args.run_dir, args.output or Path(args.run_dir) / "report.html")
+        # a run on object storage is read from a local copy; its report goes to ./report.html
+        remote = storage.is_remote(args.run_dir)
+        default = Path("report.html") if remote else Path(args.run_dir) / "report.html"
+        out = write_report(local_copy(args.run_dir), args.output or default)
     except (FileNotFoundError, NotADirectoryError) as exc:
         print(f"winnow: {exc}", file=sys.stderr)
         return 2

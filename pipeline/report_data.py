@@ -120,6 +120,39 @@ def merge_markers(
     return [s.to_dict() for s in merged.values()], progress, times
 
 
+def local_copy(run_dir: str | Path) -> Path:
+    """The folder ``winnow stats`` and ``winnow report`` read: ``run_dir`` itself, or for a URL a
+    node-local copy of what they read (a private mirror, ``pipeline.rundir.scratch_dir``): the JSON
+    bookkeeping under ``_work/`` (plan, markers), ``stats.json``, ``manifest.json``, the dropped-row
+    samples ``removed/``, ``tokens/manifest.json``, and at most ``MAX_DATA_PARTS`` parts of
+    ``data/`` (the report reads no more).  A training output folder: ``metrics.jsonl``,
+    ``samples.jsonl`` and the latest checkpoint's ``config.json``, never its weights."""
+    from pipeline import storage
+    from pipeline.rundir import scratch_dir
+
+    url = str(run_dir).rstrip("/")
+    if not storage.is_remote(url):
+        return Path(run_dir)
+    rd = RunDir(url, scratch=scratch_dir(f"report:{url}"))
+    files = storage.list_files(url)
+    if not files:
+        raise FileNotFoundError(f"{url}: nothing stored under it")
+    if "metrics.jsonl" in files or "checkpoints/latest" in files:  # a training output folder
+        wanted = [f for f in ("metrics.jsonl", "samples.jsonl", "checkpoints/latest") if f in files]
+        for rel in wanted:
+            rd.fetch(rd.root / rel)
+        latest = rd.root / "checkpoints" / "latest"
+        if latest.is_file() and f"checkpoints/{latest.read_text().strip()}/config.json" in files:
+            rd.fetch(rd.root / "checkpoints" / latest.read_text().strip() / "config.json")
+        return rd.root
+    rd.pull_bookkeeping()  # a fresh mirror with the _work JSON files
+    data = sorted(f for f in files if f.startswith("data/") and f.endswith(".parquet"))[:MAX_DATA_PARTS]
+    top = ("stats.json", "manifest.json", "tokens/manifest.json")
+    for rel in [f for f in files if f in top or f.startswith("removed/")] + data:
+        rd.fetch(rd.root / rel)
+    return rd.root
+
+
 def load_run(run_dir: str | Path) -> RunData:
     """The stats of a run directory: ``stats.json`` when the run finished, else its markers."""
     rd = RunDir(run_dir)

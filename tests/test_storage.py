@@ -321,6 +321,20 @@ def test_run_dir_on_s3_equals_local_and_leaks_no_secret(s3, warcs, local_run, tm
         assert secret not in res.stdout + res.stderr + check.stdout + check.stderr
         assert not any(secret.encode() in b for b in blobs)
 
+    # winnow stats and winnow report read the run where it is (a private local copy of what they show)
+    def cli(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pipeline.cli", *argv], capture_output=True, text=True,
+                              cwd=tmp_path, env=_run_env(s3, tmp_path), timeout=120)  # fmt: skip
+
+    stats = cli("stats", out, "--json")
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout) == json.loads((got / "stats.json").read_text())
+    rep = cli("report", out)
+    assert rep.returncode == 0, rep.stderr
+    page = (tmp_path / "report.html").read_text()
+    assert 'data-complete="true"' in page and "data-sample-reason" in page
+    assert SECRET_KEY not in page and ACCESS_KEY not in page
+
 
 def test_check_access_names_missing_inputs_and_unwritable_outputs(s3, warcs, tmp_path):
     url = _bucket(s3, "access", {"a.warc.gz": warcs[0].read_bytes()})

@@ -54,6 +54,12 @@ def test_sft_checkpoints_to_s3_and_resumes_on_another_machine(base, s3, tmp_path
     assert remote.keys() == here.keys() and all(torch.equal(remote[k], here[k]) for k in here)
     assert storage.read_bytes(f"{url}/samples.jsonl") == (local / "samples.jsonl").read_bytes()
 
+    # winnow report of the training folder in the store: curves, the latest checkpoint, its samples
+    page = tmp_path / "train-report.html"
+    assert winnow(["report", url, "-o", str(page)]) == 0
+    html = page.read_text()
+    assert 'data-complete="true"' in html and "samples-table" in html and "data-key='last_step'" in html
+
     # generate reads a checkpoint URL like a folder
     capsys.readouterr()
     argv = ["--prompt", "reverse: a b", "--chat", "--json", "--max-new-tokens", "6"]
