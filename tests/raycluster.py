@@ -28,11 +28,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _port_block(n: int) -> int:
-    """A base port with ``n`` free ports after it (probabilistic; fine for a test)."""
+NODE_PORTS = 200  # ports a node's fixed components and workers take, from its base port
+NODE_STARTS = 4  # the head, then the worker node and its restarts (``_start``)
+
+
+def _port_block(n: int, avoid: int) -> int:
+    """A base port with ``n`` ports after it, not containing ``avoid`` (the GCS port): ray refuses
+    to start when two components of a node would share a port (probabilistic; fine for a test)."""
     while True:
         base = free_port()
-        if base + n < 65000:
+        if base + n < 65000 and not base <= avoid < base + n:
             return base
 
 
@@ -43,9 +48,14 @@ class TwoNodeCluster:
         self.procs: list[subprocess.Popen] = []
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        # one block for every node start, each start its own slice: the nodes share 127.0.0.1, so
+        # their worker-port ranges must not overlap (nor include the GCS port)
+        self._ports = _port_block(NODE_PORTS * NODE_STARTS, avoid=self.port)
+        self._starts = 0
 
     def _node_args(self, head: bool) -> list[str]:
-        base = _port_block(200)
+        base = self._ports + NODE_PORTS * self._starts
+        self._starts += 1
         args = [
             RAY,
             "start",
@@ -91,7 +101,7 @@ class TwoNodeCluster:
     def _start(self) -> None:
         self._launch(head=True)
         self._wait_for_nodes(1)
-        for attempt in range(3):
+        for attempt in range(NODE_STARTS - 1):
             worker = self._launch(head=False)
             try:
                 self._wait_for_nodes(2)
@@ -99,7 +109,7 @@ class TwoNodeCluster:
             except RuntimeError as exc:
                 # `ray start` gives a raylet a fixed 30 s to register (ray/_private/node.py), which a
                 # 2-core machine busy with other work can exceed: start that node again (twice)
-                if "timed out during startup" not in str(exc) or attempt == 2:
+                if "timed out during startup" not in str(exc) or attempt == NODE_STARTS - 2:
                     raise
                 self.procs.remove(worker)
                 with contextlib.suppress(ProcessLookupError, PermissionError):
