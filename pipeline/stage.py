@@ -135,7 +135,8 @@ class StageStats:
     extra: dict[str, Any] = field(default_factory=dict)
     # documents entering the stage by text length in characters, in power-of-two buckets keyed by
     # their lower bound (0 = empty, 1, 2, 4, ...): ~25 numbers a stage, enough for the report's
-    # length distribution before the first filter (stats otherwise hold sums only)
+    # length distribution before the first filter (stats otherwise hold sums only); costs ~0.3 ms per
+    # 256-document batch (~1.2 µs a document and stage, against ~290 µs a document for pii alone)
     text_chars_in: Counter = field(default_factory=Counter)
 
     def count(self, key: str, n: int | float = 1, group: str | None = None) -> None:

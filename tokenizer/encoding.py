@@ -70,6 +70,7 @@ class Tokenizer:
         self.special_tokens: dict[str, int] = {k: int(v) for k, v in meta["special_tokens"].items()}
         self.sha256: str = meta["tokenizer_json_sha256"]
         self.num_ranks = len(ranks)
+        self._unused: dict[int, list[int]] = {}  # unused_ids, per number of embedding rows
         # "imported": a Hugging Face tokenizer converted by ``train/import_hf.py``; its ids are the
         # source's (the embedding rows are indexed by them), so the layout rules below differ
         self.imported: bool = meta.get("kind") == IMPORTED
@@ -135,10 +136,14 @@ class Tokenizer:
         """Ids below ``n`` (a model's embedding rows) that no token has: the rows past the
         tokenizer's vocabulary (an HF model padded to a multiple of 64, ``add_chat_tokens``'
         spare rows) and the holes of an imported layout.  Generation never picks them: they
-        have no text to decode."""
-        if self.imported:
-            return [i for i in range(n) if i not in self._imported_ids]
-        return list(range(self.vocab_size, n))
+        have no text to decode.  Remembered per ``n``: the playground asks on every request, and an
+        imported layout's scan is ~10 ms for a 128k vocabulary."""
+        if n not in self._unused:
+            if self.imported:
+                self._unused[n] = [i for i in range(n) if i not in self._imported_ids]
+            else:
+                self._unused[n] = list(range(self.vocab_size, n))
+        return self._unused[n]
 
     @classmethod
     def from_dir(cls, path: str | Path, *, verify: bool = True) -> Tokenizer:

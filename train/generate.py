@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import functools
 import json
 import math
 import sys
@@ -139,12 +140,17 @@ def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+@functools.lru_cache(maxsize=16)
+def _id_tensor(ids: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """``ids`` as an index tensor on ``device``, built once, not at every generated token."""
+    return torch.tensor(ids, dtype=torch.long, device=device)
+
+
 def process_logits(logits: torch.Tensor, cfg: GenerationConfig, seen: torch.Tensor | None) -> torch.Tensor:
     """Banned ids, repetition penalty, temperature, top-k, top-p (transformers' order), in fp32."""
     logits = logits.float()
     if cfg.banned_ids:
-        banned = torch.tensor(cfg.banned_ids, device=logits.device)
-        logits = logits.index_fill(-1, banned, float("-inf"))
+        logits = logits.index_fill(-1, _id_tensor(cfg.banned_ids, logits.device), float("-inf"))
     if seen is not None:
         logits = apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
     if cfg.strategy in SAMPLING:

@@ -79,12 +79,6 @@ def url_for(path: str | Path) -> str | None:
     return None
 
 
-def output_url(out: str | Path) -> str | None:
-    """The URL a mirror stands for (None for a plain local folder): for messages and lineage."""
-    rd = _OUTPUTS.get(Path(out).resolve())
-    return rd.url if rd is not None else None
-
-
 def publish_output(out: str | Path) -> None:
     """Upload a mirrored output folder after a checkpoint (see the module docstring); no-op locally."""
     rd = _OUTPUTS.get(Path(out).resolve())
